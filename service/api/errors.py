@@ -1,0 +1,93 @@
+"""Every error leaves as RFC 9457 problem details naming the field at fault; none leaves as a bare 500."""
+
+from __future__ import annotations
+
+import logging
+import re
+from http import HTTPStatus
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+_MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_UNKNOWN_FIELD = re.compile(r"unknown field `(?P<name>[^`]+)`")
+
+
+class ProblemError(HTTPException):
+    """An error the service raises on purpose; it becomes a problem-details response."""
+
+    def __init__(self, *, status_code: int, detail: str, field_errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(status_code=status_code, detail=detail)
+        self.field_errors = field_errors or []
+
+
+def _problem(
+    request: Request[Any, Any, Any], status_code: int, detail: str, errors: list[dict[str, str]]
+) -> Response[Any]:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status_code).phrase,
+        "status": status_code,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    if errors:
+        body["errors"] = errors
+    return Response(content=body, status_code=status_code, media_type=PROBLEM_JSON)
+
+
+def _field_path(key: str) -> str:
+    """`$.arguments[3]` or `arguments.3` → `arguments[3]`: the way a user writes the field."""
+    key = key.removeprefix("$.").removeprefix("data.")
+    return re.sub(r"\.(\d+)", r"[\1]", key)
+
+
+def _source_name(source: object) -> str:
+    """Litestar gives a ParamType enum for query and path parameters, and a plain string for the body."""
+    return str(getattr(source, "value", source))
+
+
+def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        message = str(item.get("message", "invalid value"))
+        key = str(item.get("key", ""))
+        # msgspec puts the precise path at the end of its message; prefer it to the coarser key.
+        match = _MSGSPEC_PATH.search(message)
+        if match:
+            key = match.group("path")
+            message = message[: match.start()]
+        unknown = _UNKNOWN_FIELD.search(message)
+        if unknown:
+            key = f"{key}.{unknown.group('name')}" if key not in ("", "data", "$") else unknown.group("name")
+        field = _field_path(key) if key else "body"
+        errors.append({"field": field, "message": message, "source": _source_name(item.get("source", "body"))})
+    return errors
+
+
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if isinstance(exc, ProblemError):
+        return _problem(request, exc.status_code, exc.detail, exc.field_errors)
+    if isinstance(exc, ValidationException):
+        errors = _validation_errors(exc)
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or exc.detail
+        return _problem(request, exc.status_code, detail, errors)
+    return _problem(request, exc.status_code, exc.detail, [])
+
+
+def handle_unexpected_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _problem(request, 500, "an unexpected error occurred; it has been logged", [])
+
+
+__all__ = [
+    "PROBLEM_JSON",
+    "MediaType",
+    "ProblemError",
+    "handle_http_exception",
+    "handle_unexpected_exception",
+]

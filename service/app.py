@@ -1,0 +1,93 @@
+"""create_app(settings): the routes, the dependencies, error mapping, and the lifespan that owns the engine."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+
+from service import __version__
+from service.api.dependencies import (
+    JobDefaults,
+    provide_engine,
+    provide_job_defaults,
+    provide_repository,
+    provide_supervisor,
+)
+from service.api.errors import handle_http_exception, handle_unexpected_exception
+from service.api.health import HealthController
+from service.api.jobs import JobController
+from service.api.stats import StatsController
+from service.db.engine import create_engine, redacted_url
+from service.db.migrate import upgrade_to_head
+from service.db.repository import Repository
+from service.runner.program import BUNDLED_SAMPLE_JOB
+from service.settings import Settings
+from service.supervisor.node import resolve_node_id
+from service.supervisor.reconciler import Reconciler
+from service.supervisor.supervisor import Supervisor, SupervisorConfig
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> Litestar:
+    """Build the application. `settings.database_url` must be set (the entry point resolves the embedded one)."""
+    if settings.database_url is None:
+        raise ValueError("create_app needs a database URL; the entry point starts the embedded server first")
+    database_url = settings.database_url
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        engine = create_engine(database_url)
+        try:
+            await upgrade_to_head(engine)
+            logger.info("database ready at %s", redacted_url(database_url))
+            repository = Repository(engine)
+            node_id = resolve_node_id(settings.node_id, settings.data_dir)
+            await Reconciler(
+                repository, node_id=node_id, retry_backoff_seconds=settings.retry_backoff_seconds
+            ).run_once()
+            supervisor = Supervisor(
+                repository,
+                SupervisorConfig(
+                    node_id=node_id,
+                    max_concurrent_jobs=settings.max_concurrent_jobs,
+                    retry_backoff_seconds=settings.retry_backoff_seconds,
+                    poll_interval_seconds=settings.poll_interval_seconds,
+                    shutdown_grace_seconds=settings.shutdown_grace_seconds,
+                    output_dir=settings.data_dir / "output",
+                    inherited_environment=settings.child_environment_names,
+                ),
+            )
+            app.state.engine = engine
+            app.state.repository = repository
+            app.state.supervisor = supervisor
+            app.state.job_defaults = JobDefaults(
+                program=settings.job_script_path or BUNDLED_SAMPLE_JOB, max_attempts=settings.max_attempts
+            )
+            await supervisor.start()
+            try:
+                yield
+            finally:
+                await supervisor.stop()
+        finally:
+            await engine.dispose()
+
+    return Litestar(
+        route_handlers=[JobController, StatsController, HealthController],
+        dependencies={
+            "repository": Provide(provide_repository, sync_to_thread=False),
+            "supervisor": Provide(provide_supervisor, sync_to_thread=False),
+            "job_defaults": Provide(provide_job_defaults, sync_to_thread=False),
+            "engine": Provide(provide_engine, sync_to_thread=False),
+        },
+        exception_handlers={HTTPException: handle_http_exception, Exception: handle_unexpected_exception},
+        lifespan=[lifespan],
+        logging_config=None,  # the entry point configures logging once, for the whole process
+        openapi_config=OpenAPIConfig(title="Concurrent Job Manager", version=__version__, path="/schema"),
+    )

@@ -1,0 +1,95 @@
+"""The command line: `jobmanager serve` (the default), `jobmanager db upgrade`, `jobmanager psql`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from service.db.embedded import start_embedded_postgres
+from service.db.engine import create_engine, libpq_url
+from service.db.migrate import upgrade_to_head
+from service.logs import configure_logging
+from service.settings import Settings, describe_settings_error
+
+EXIT_BAD_CONFIGURATION = 2
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """DATABASE_URL when set; otherwise the embedded server under DATA_DIR, started if it is not running."""
+    return settings.database_url or start_embedded_postgres(settings.data_dir)
+
+
+def load_settings() -> Settings:
+    """Read the environment and `.env` once; a bad value ends the program with a message naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        print(f"jobmanager: {describe_settings_error(error)}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_CONFIGURATION) from None
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn  # noqa: PLC0415  (only serving needs the server)
+
+    from service.app import create_app  # noqa: PLC0415
+
+    configure_logging(settings.log_file, settings.log_level)
+    settings = settings.model_copy(update={"database_url": resolve_database_url(settings)})
+    app = create_app(settings)
+    print(f"Concurrent Job Manager: http://{settings.host}:{settings.port}  (API docs at /schema)", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+
+
+def upgrade_database(settings: Settings) -> None:
+    async def _upgrade() -> None:
+        engine = create_engine(resolve_database_url(settings), pool_size=1)
+        try:
+            await upgrade_to_head(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(_upgrade())
+    print("database schema is up to date")
+
+
+def open_psql(settings: Settings, extra_arguments: Sequence[str]) -> int:
+    url = libpq_url(resolve_database_url(settings))
+    psql = shutil.which("psql")
+    if psql is None or settings.database_url is None:
+        # The embedded server ships its own psql, of the same version as the server.
+        from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
+
+        psql = str(POSTGRES_BIN_PATH / "psql")
+    command = [psql, url, *extra_arguments]
+    if sys.platform == "win32":
+        return subprocess.call(command)
+    os.execv(psql, command)  # replaces this process: psql gets the terminal and the exit code
+    return 0  # not reached
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jobmanager", description="Concurrent Job Manager")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="run the HTTP API and the supervisor (the default)")
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="apply the Alembic migrations up to the newest")
+    psql = commands.add_parser("psql", help="open psql on the configured database (embedded or not)")
+    psql.add_argument("psql_arguments", nargs=argparse.REMAINDER, help="passed on to psql, e.g. -c 'SELECT 1'")
+    arguments = parser.parse_args(argv)
+
+    settings = load_settings()
+    if arguments.command in (None, "serve"):
+        serve(settings)
+    elif arguments.command == "db":
+        upgrade_database(settings)
+    elif arguments.command == "psql":
+        return open_psql(settings, arguments.psql_arguments)
+    return 0

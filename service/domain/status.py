@@ -1,0 +1,108 @@
+"""Job statuses, attempt outcomes and the one state machine that moves between them.
+
+Everything that decides "what status comes next" lives here; the repository turns these decisions into guarded
+SQL updates, and nothing else in the service invents a transition.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    """Where a job stands. The names are the Node.js service's words, plus `retried` and `cancelled`."""
+
+    QUEUED = "queued"
+    """Accepted and waiting for a free slot; no attempt has started yet."""
+    RUNNING = "running"
+    """Its first attempt is running."""
+    RETRIED = "retried"
+    """An attempt failed and another one is waiting for its backoff to end, or running."""
+    COMPLETED = "completed"
+    """An attempt exited with code 0. Final."""
+    CRASHED = "crashed"
+    """The last allowed attempt failed. Final."""
+    CANCELLED = "cancelled"
+    """Cancelled by a user before it could finish. Final (reserved: the cancel endpoint comes later)."""
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_JOB_STATUSES
+
+
+FINAL_JOB_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.CRASHED, JobStatus.CANCELLED})
+
+# The statuses a job can be claimed from, and the status it takes when an attempt of it starts.
+STATUS_WHEN_ATTEMPT_STARTS: dict[JobStatus, JobStatus] = {
+    JobStatus.QUEUED: JobStatus.RUNNING,
+    JobStatus.RETRIED: JobStatus.RETRIED,
+}
+
+# Every transition the service may make. Tests walk this table; the repository checks against it.
+ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.RETRIED, JobStatus.CRASHED, JobStatus.CANCELLED}),
+    JobStatus.RETRIED: frozenset({JobStatus.RETRIED, JobStatus.COMPLETED, JobStatus.CRASHED, JobStatus.CANCELLED}),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.CRASHED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+# A job whose attempt is in flight has one of these statuses; an outcome may only be applied to such a job.
+STATUSES_WITH_ATTEMPT_IN_FLIGHT = frozenset({JobStatus.RUNNING, JobStatus.RETRIED})
+
+
+class AttemptOutcome(StrEnum):
+    """How one run of a program ended (or that it has not ended yet)."""
+
+    RUNNING = "running"
+    """The attempt row is written and its process is (or is about to be) running."""
+    SUCCEEDED = "succeeded"
+    """The process exited with code 0."""
+    FAILED = "failed"
+    """The process exited with a non-zero code."""
+    KILLED = "killed"
+    """The process was ended by a signal."""
+    SPAWN_FAILED = "spawn_failed"
+    """The program could not be started (missing file, no permission to execute, ...)."""
+    LOST = "lost"
+    """The service lost track of the process and cannot tell how it ended."""
+
+    @property
+    def is_success(self) -> bool:
+        return self is AttemptOutcome.SUCCEEDED
+
+
+class IllegalTransitionError(Exception):
+    """A status change that the state machine does not allow."""
+
+    def __init__(self, current: JobStatus, proposed: JobStatus) -> None:
+        super().__init__(f"a job cannot go from {current.value!r} to {proposed.value!r}")
+        self.current = current
+        self.proposed = proposed
+
+
+def check_transition(current: JobStatus, proposed: JobStatus) -> None:
+    """Raise `IllegalTransitionError` unless `current → proposed` is in the table."""
+    if proposed not in ALLOWED_TRANSITIONS[current]:
+        raise IllegalTransitionError(current, proposed)
+
+
+def status_after_attempt(
+    current: JobStatus, outcome: AttemptOutcome, attempt_number: int, max_attempts: int
+) -> JobStatus:
+    """The job's next status once attempt number `attempt_number` (1-based) ended with `outcome`.
+
+    Success completes the job; any other ending is retried while attempts remain, and crashes the job when the
+    last allowed attempt has failed.
+    """
+    if outcome is AttemptOutcome.RUNNING:
+        raise ValueError("an attempt that is still running has no outcome to apply")
+    if outcome.is_success:
+        proposed = JobStatus.COMPLETED
+    elif attempt_number < max_attempts:
+        proposed = JobStatus.RETRIED
+    else:
+        proposed = JobStatus.CRASHED
+    check_transition(current, proposed)
+    return proposed

@@ -1,0 +1,104 @@
+"""Configuration, read from the environment or a `.env` file. Built once at the entry point and passed down."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Names a child process may inherit from the service's environment; everything else (DATABASE_URL, tokens, ...)
+# stays with the service. JOB_ENV_PASSTHROUGH adds more names.
+DEFAULT_CHILD_ENVIRONMENT = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    # Windows cannot start most programs without these.
+    "SYSTEMROOT",
+    "SYSTEMDRIVE",
+    "WINDIR",
+    "COMSPEC",
+    "PATHEXT",
+    "TEMP",
+    "TMP",
+)
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; see `.env.example` for each one with its default."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True, validate_default=True
+    )
+
+    job_script_path: Path | None = Field(
+        default=None, description="The program a job runs; unset runs the bundled sample job."
+    )
+    host: str = Field(default="127.0.0.1", min_length=1, description="Address the HTTP API binds to.")
+    port: Annotated[int, Field(ge=1, le=65535)] = 3000
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL; unset starts an embedded PostgreSQL under DATA_DIR/postgres.",
+    )
+    data_dir: Path = Path("data")
+    log_file: Path = Path("logs/app.log")
+    log_level: str = "INFO"
+    node_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+        description="This node's name in the attempts table; unset keeps a generated one in DATA_DIR/node-id.",
+    )
+    max_concurrent_jobs: Annotated[int, Field(ge=1, le=100_000)] = 10
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 2
+    retry_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    poll_interval_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    shutdown_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    job_env_passthrough: tuple[str, ...] = ()
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in logging.getLevelNamesMapping():
+            raise ValueError(f"unknown log level {value!r}; use DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
+            raise ValueError("must be a PostgreSQL URL such as postgresql://user:password@host:5432/dbname")
+        return value
+
+    @field_validator("job_script_path")
+    @classmethod
+    def _existing_program(cls, value: Path | None) -> Path | None:
+        if value is None or str(value) == "":
+            return None
+        if not value.is_file():
+            raise ValueError(f"{value} is not a file")
+        return value.resolve()
+
+    @property
+    def child_environment_names(self) -> tuple[str, ...]:
+        return DEFAULT_CHILD_ENVIRONMENT + self.job_env_passthrough
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """One line per bad value, naming the environment variable, for a start-up failure message."""
+    lines = []
+    for problem in error.errors():
+        variable = "_".join(str(part) for part in problem["loc"][:1]).upper() or "settings"
+        lines.append(f"{variable}: {problem['msg']} (got {problem.get('input')!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

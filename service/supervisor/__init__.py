@@ -1,0 +1,1 @@
+"""Claiming queued jobs, launching their processes, recording outcomes, and reconciling after a restart."""
