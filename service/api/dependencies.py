@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.repository import Repository
-from service.supervisor.supervisor import Supervisor
+
+
+@runtime_checkable  # Litestar checks injected values with isinstance()
+class SupervisorHandle(Protocol):
+    """What the API may ask of the supervisor; the API never drives it otherwise."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def running_count(self) -> int: ...
+
+    def wake(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +38,8 @@ def provide_repository(state: State) -> Repository:
     return repository
 
 
-def provide_supervisor(state: State) -> Supervisor:
-    supervisor: Supervisor = state.supervisor
+def provide_supervisor(state: State) -> SupervisorHandle:
+    supervisor: SupervisorHandle = state.supervisor
     return supervisor
 
 

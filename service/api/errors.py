@@ -70,6 +70,8 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
 
 
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if exc.status_code >= HTTPStatus.INTERNAL_SERVER_ERROR:
+        logger.error("server error on %s %s", request.method, request.url.path, exc_info=exc)
     if isinstance(exc, ProblemError):
         return _problem(request, exc.status_code, exc.detail, exc.field_errors)
     if isinstance(exc, ValidationException):

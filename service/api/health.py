@@ -7,8 +7,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.api.dependencies import SupervisorHandle
 from service.api.schemas import HealthRead
-from service.supervisor.supervisor import Supervisor
 
 
 class HealthController(Controller):
@@ -16,7 +16,7 @@ class HealthController(Controller):
     tags = ["health"]  # noqa: RUF012
 
     @get(summary="Liveness and database reachability")
-    async def health(self, engine: AsyncEngine, supervisor: Supervisor) -> Response[HealthRead]:
+    async def health(self, engine: AsyncEngine, supervisor: SupervisorHandle) -> Response[HealthRead]:
         try:
             async with engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))

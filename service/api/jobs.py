@@ -9,13 +9,12 @@ from litestar import Controller, get, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_201_CREATED
 
-from service.api.dependencies import JobDefaults
+from service.api.dependencies import JobDefaults, SupervisorHandle
 from service.api.errors import ProblemError
 from service.api.schemas import JobCreate, JobDetail, JobRead
 from service.db.repository import Repository
 from service.domain.identifiers import format_job_id, parse_job_id
 from service.domain.status import JobStatus
-from service.supervisor.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ class JobController(Controller):
 
     @post(status_code=HTTP_201_CREATED, summary="Submit a job")
     async def submit_job(
-        self, data: JobCreate, repository: Repository, supervisor: Supervisor, job_defaults: JobDefaults
+        self, data: JobCreate, repository: Repository, supervisor: SupervisorHandle, job_defaults: JobDefaults
     ) -> JobRead:
         """Store the job (committed before this answers) and wake the supervisor. Never waits for a process."""
         job = await repository.submit_job(
