@@ -1,0 +1,369 @@
+"""The supervisor against a real PostgreSQL and real processes: outcomes, retries, the slot limit, wake-up, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.db.repository import AttemptEnding, AttemptRecord, ClaimedAttempt, JobRecord, Repository
+from service.domain.identifiers import format_job_id
+from service.domain.status import AttemptOutcome, JobStatus
+from service.settings import DEFAULT_CHILD_ENVIRONMENT
+from service.supervisor.supervisor import Supervisor, SupervisorConfig
+
+pytestmark = pytest.mark.skipif(
+    sys.platform == "win32", reason="uses /bin/sh scripts, POSIX signals and process groups"
+)
+
+NODE_ID = "test-node"
+WAIT_SECONDS = 10.0
+SECRET_DATABASE_URL = "postgresql://service:hunter2@db/jobs"
+
+MakeSupervisor = Callable[..., Supervisor]
+
+
+def write_script(folder: Path, name: str, body: str) -> Path:
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + textwrap.dedent(body).lstrip(), encoding="utf-8")
+    path.chmod(0o755)
+    return path
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]], message: str, timeout: float = WAIT_SECONDS) -> None:
+    """Poll `condition` until it holds; fail with `message` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout} s: {message}")
+        await asyncio.sleep(0.02)
+
+
+def config(tmp_path: Path, **overrides: Any) -> SupervisorConfig:
+    values: dict[str, Any] = {
+        "node_id": NODE_ID,
+        "max_concurrent_jobs": 4,
+        "retry_backoff_seconds": 0.05,
+        "poll_interval_seconds": 0.2,
+        "shutdown_grace_seconds": 2.0,
+        "output_dir": tmp_path / "output",
+        "inherited_environment": DEFAULT_CHILD_ENVIRONMENT,
+        "parent_environment": {**os.environ, "DATABASE_URL": SECRET_DATABASE_URL, "SOME_TOKEN": "s3cr3t"},
+    }
+    values.update(overrides)
+    return SupervisorConfig(**values)
+
+
+@pytest.fixture
+async def make_supervisor(repository: Repository, tmp_path: Path) -> AsyncIterator[MakeSupervisor]:
+    """Supervisors over the test's database; each is stopped (its processes ended) when the test ends."""
+    created: list[Supervisor] = []
+
+    def _make(repository_override: Repository | None = None, **overrides: Any) -> Supervisor:
+        supervisor = Supervisor(repository_override or repository, config(tmp_path, **overrides))
+        created.append(supervisor)
+        return supervisor
+
+    yield _make
+    for supervisor in created:
+        await supervisor.stop()
+        assert supervisor.running_count == 0
+
+
+async def submit(
+    repository: Repository, program: Path, arguments: Sequence[str] = (), *, name: str = "task-1", max_attempts: int = 2
+) -> JobRecord:
+    return await repository.submit_job(name=name, program=str(program), arguments=arguments, max_attempts=max_attempts)
+
+
+async def find_job(repository: Repository, job_id: int) -> JobRecord:
+    job = await repository.find_job(job_id)
+    assert job is not None
+    return job
+
+
+async def run_until_final(
+    supervisor: Supervisor, repository: Repository, job_id: int, timeout: float = WAIT_SECONDS
+) -> JobRecord:
+    """Drive claim rounds by hand (no loop) until the job is final, waiting out retry backoffs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await supervisor.run_once()
+        assert await supervisor.wait_until_idle(max(0.0, deadline - time.monotonic())), "attempts still running"
+        job = await find_job(repository, job_id)
+        if job.status.is_final:
+            return job
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout} s job {job_id} is still {job.status.value}")
+        await asyncio.sleep(0.02)  # the retry's backoff
+
+
+async def wait_for_pid(repository: Repository, job_id: int) -> AttemptRecord:
+    """The job's first attempt once the supervisor has recorded which process runs it."""
+
+    async def recorded() -> bool:
+        attempts = await repository.list_attempts(job_id)
+        return bool(attempts) and attempts[0].pid is not None
+
+    await wait_until(recorded, f"no pid recorded for job {job_id}")
+    return (await repository.list_attempts(job_id))[0]
+
+
+async def test_succeeding_job_completes_with_one_succeeded_attempt(
+    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+) -> None:
+    script = write_script(tmp_path, "succeeds.sh", "sleep 0.05\nexit 0\n")
+    job = await submit(repository, script)
+
+    finished = await run_until_final(make_supervisor(), repository, job.id)
+
+    assert finished.status is JobStatus.COMPLETED
+    assert finished.exit_code == 0
+    assert finished.attempts_count == 1
+    assert finished.finished_at is not None
+    [attempt] = await repository.list_attempts(job.id)
+    assert attempt.outcome is AttemptOutcome.SUCCEEDED
+    assert attempt.node_id == NODE_ID
+    assert attempt.exit_code == 0
+    assert attempt.signal is None
+    assert attempt.pid is not None
+    assert attempt.process_started_at is not None
+    assert attempt.duration_ms is not None
+    assert attempt.duration_ms >= 50
+    assert finished.last_duration_ms == attempt.duration_ms
+
+
+async def test_child_gets_job_identity_and_no_secrets(
+    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+) -> None:
+    script = write_script(tmp_path, "prints-env.sh", "env\n")
+    job = await submit(repository, script, name="env-task")
+
+    await run_until_final(make_supervisor(), repository, job.id)
+
+    stdout = tmp_path / "output" / format_job_id(job.id) / "attempt-1.stdout"
+    received = dict(line.split("=", 1) for line in stdout.read_text(encoding="utf-8").splitlines() if "=" in line)
+    assert received["JOB_ID"] == format_job_id(job.id)
+    assert received["JOB_NAME"] == "env-task"
+    assert received["JOB_ATTEMPT"] == "1"
+    assert "DATABASE_URL" not in received
+    assert "SOME_TOKEN" not in received
+
+
+async def test_failing_job_is_retried_once_then_crashes(
+    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+) -> None:
+    script = write_script(tmp_path, "fails.sh", "exit 3\n")
+    job = await submit(repository, script, max_attempts=2)
+
+    finished = await run_until_final(make_supervisor(), repository, job.id)
+
+    assert finished.status is JobStatus.CRASHED
+    assert finished.exit_code == 3
+    assert finished.attempts_count == 2
+    attempts = await repository.list_attempts(job.id)
+    assert [(a.attempt_number, a.outcome, a.exit_code) for a in attempts] == [
+        (1, AttemptOutcome.FAILED, 3),
+        (2, AttemptOutcome.FAILED, 3),
+    ]
+    assert all(a.pid is not None and a.finished_at is not None for a in attempts)
+
+
+async def test_job_failing_first_and_succeeding_on_retry_completes(
+    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+) -> None:
+    script = write_script(tmp_path, "flaky.sh", '[ "$JOB_ATTEMPT" = 1 ] && exit 5\nexit 0\n')
+    job = await submit(repository, script, max_attempts=2)
+
+    finished = await run_until_final(make_supervisor(), repository, job.id)
+
+    assert finished.status is JobStatus.COMPLETED
+    assert finished.exit_code == 0
+    attempts = await repository.list_attempts(job.id)
+    assert [(a.outcome, a.exit_code) for a in attempts] == [(AttemptOutcome.FAILED, 5), (AttemptOutcome.SUCCEEDED, 0)]
+
+
+async def test_missing_program_ends_in_spawn_failed_attempts(
+    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+) -> None:
+    job = await submit(repository, tmp_path / "no-such-program", max_attempts=2)
+
+    finished = await run_until_final(make_supervisor(), repository, job.id)
+
+    assert finished.status is JobStatus.CRASHED
+    attempts = await repository.list_attempts(job.id)
+    assert [a.outcome for a in attempts] == [AttemptOutcome.SPAWN_FAILED] * 2
+    for attempt in attempts:
+        assert attempt.pid is None
+        assert attempt.error is not None
+        assert "not found" in attempt.error
+        assert "no-such-program" in attempt.error
+
+
+async def test_job_killed_by_a_signal_is_recorded_as_killed(
+    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+) -> None:
+    script = write_script(tmp_path, "dies.sh", "kill -KILL $$\nsleep 30\n")
+    job = await submit(repository, script, max_attempts=1)
+
+    finished = await run_until_final(make_supervisor(), repository, job.id)
+
+    assert finished.status is JobStatus.CRASHED
+    [attempt] = await repository.list_attempts(job.id)
+    assert attempt.outcome is AttemptOutcome.KILLED
+    assert attempt.signal == signal.SIGKILL
+    assert attempt.exit_code is None
+
+
+async def test_loop_never_runs_more_than_the_limit_at_once(
+    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+) -> None:
+    limit = 3
+    log = tmp_path / "events.log"
+    script = write_script(
+        tmp_path,
+        "logs.sh",
+        """
+        echo "start $JOB_ID $(date +%s.%N)" >> "$1"
+        sleep 0.3
+        echo "end $JOB_ID $(date +%s.%N)" >> "$1"
+        """,
+    )
+    jobs = [await submit(repository, script, [str(log)], name=f"task-{n}") for n in range(10)]
+    supervisor = make_supervisor(max_concurrent_jobs=limit)
+
+    await supervisor.start()
+
+    async def all_final() -> bool:
+        statuses = [(await find_job(repository, job.id)).status for job in jobs]
+        return all(status.is_final for status in statuses)
+
+    await wait_until(all_final, "not every job finished", timeout=20)
+    await supervisor.stop()
+
+    # Appends of one short line are atomic, so the file's order is the order in which things happened.
+    events = [line.split() for line in log.read_text(encoding="utf-8").splitlines()]
+    running = peak = 0
+    for kind, _job_id, _when in events:
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    assert peak == limit, f"at most {limit} at once, and the limit should be reached: {events}"
+    expected_ids = [format_job_id(job.id) for job in jobs]
+    assert Counter(job_id for kind, job_id, _ in events if kind == "start") == Counter(expected_ids)
+    assert Counter(job_id for kind, job_id, _ in events if kind == "end") == Counter(expected_ids)
+    assert {(await find_job(repository, job.id)).status for job in jobs} == {JobStatus.COMPLETED}
+
+
+class ObservedRepository(Repository):
+    """The real repository, counting finished claim rounds so a test can tell when the loop has gone idle."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self.claim_rounds = 0
+
+    async def claim_due_jobs(self, *, node_id: str, limit: int) -> list[ClaimedAttempt]:
+        claimed = await super().claim_due_jobs(node_id=node_id, limit=limit)
+        self.claim_rounds += 1
+        return claimed
+
+
+async def test_wake_starts_a_submitted_job_without_waiting_for_the_poll(
+    make_supervisor: MakeSupervisor, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    poll_interval = 30.0
+    observed = ObservedRepository(engine)
+    supervisor = make_supervisor(observed, poll_interval_seconds=poll_interval)
+    await supervisor.start()
+
+    async def first_round_done() -> bool:
+        return observed.claim_rounds >= 1
+
+    # After its first (empty) round the loop sleeps for the poll interval unless woken.
+    await wait_until(first_round_done, "the claim loop never ran")
+    job = await submit(observed, write_script(tmp_path, "succeeds.sh", "exit 0\n"))
+    submitted = time.monotonic()
+    supervisor.wake()
+
+    async def completed() -> bool:
+        return (await find_job(observed, job.id)).status is JobStatus.COMPLETED
+
+    await wait_until(completed, "the woken loop did not run the job", timeout=5)
+    assert time.monotonic() - submitted < poll_interval / 6
+
+
+async def test_stop_terminates_a_running_job_after_the_grace_period_and_records_it(
+    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+) -> None:
+    grace = 0.5
+    script = write_script(tmp_path, "long.sh", "sleep 30\n")
+    job = await submit(repository, script, max_attempts=1)
+    supervisor = make_supervisor(shutdown_grace_seconds=grace)
+    await supervisor.run_once()
+    await wait_for_pid(repository, job.id)
+
+    stopping = time.monotonic()
+    await supervisor.stop()
+    stop_took = time.monotonic() - stopping
+
+    assert grace <= stop_took < grace + 5
+    assert supervisor.running_count == 0
+    [attempt] = await repository.list_attempts(job.id)
+    assert attempt.outcome is AttemptOutcome.KILLED
+    assert attempt.signal == signal.SIGTERM
+    assert (await find_job(repository, job.id)).status is JobStatus.CRASHED
+
+
+async def test_a_second_outcome_for_a_finished_attempt_writes_nothing(
+    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+) -> None:
+    job = await submit(repository, write_script(tmp_path, "succeeds.sh", "exit 0\n"))
+    finished = await run_until_final(make_supervisor(), repository, job.id)
+    attempts = await repository.list_attempts(job.id)
+
+    late = await repository.record_outcome(
+        attempt_id=attempts[0].id,
+        ending=AttemptEnding(outcome=AttemptOutcome.FAILED, finished_at=datetime.now(UTC), exit_code=9),
+        retry_backoff_seconds=0,
+    )
+
+    assert late is None
+    assert await repository.list_attempts(job.id) == attempts
+    assert await find_job(repository, job.id) == finished
+
+
+async def test_outcome_of_a_job_cancelled_meanwhile_leaves_it_cancelled(
+    make_supervisor: MakeSupervisor, repository: Repository, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    script = write_script(tmp_path, "waits.sh", 'while [ ! -e "$1" ]; do sleep 0.02; done\nexit 1\n')
+    job = await submit(repository, script, [str(release)], max_attempts=2)
+    supervisor = make_supervisor()
+    await supervisor.run_once()
+    await wait_for_pid(repository, job.id)
+
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE id = :id"), {"id": job.id}
+        )
+    release.touch()
+    assert await supervisor.wait_until_idle(WAIT_SECONDS)
+
+    after = await find_job(repository, job.id)
+    assert after.status is JobStatus.CANCELLED
+    assert after.attempts_count == 1
+    [attempt] = await repository.list_attempts(job.id)
+    assert attempt.outcome is AttemptOutcome.FAILED  # the attempt's own ending is still history
+    assert attempt.exit_code == 1
+    assert await supervisor.run_once() == 0  # a cancelled job is never retried
