@@ -8,13 +8,16 @@ from http import HTTPStatus
 from typing import Any
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 _MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _UNKNOWN_FIELD = re.compile(r"unknown field `(?P<name>[^`]+)`")
+_MISSING_FIELD = re.compile(r"missing required field `(?P<name>[^`]+)`")
+# The names Litestar and msgspec give the request body as a whole.
+_WHOLE_BODY_KEYS = ("", "data", "$")
 
 
 class ProblemError(HTTPException):
@@ -41,7 +44,9 @@ def _problem(
 
 
 def _field_path(key: str) -> str:
-    """`$.arguments[3]` or `arguments.3` → `arguments[3]`: the way a user writes the field."""
+    """`$.arguments[3]` or `arguments.3` → `arguments[3]`: the way a user writes the field; `body` for all of it."""
+    if key in _WHOLE_BODY_KEYS:
+        return "body"
     key = key.removeprefix("$.").removeprefix("data.")
     return re.sub(r"\.(\d+)", r"[\1]", key)
 
@@ -61,10 +66,14 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
         if match:
             key = match.group("path")
             message = message[: match.start()]
-        unknown = _UNKNOWN_FIELD.search(message)
-        if unknown:
-            key = f"{key}.{unknown.group('name')}" if key not in ("", "data", "$") else unknown.group("name")
-        field = _field_path(key) if key else "body"
+        # msgspec names an unknown or a missing field in the message and points at the object that holds it.
+        named = _UNKNOWN_FIELD.search(message) or _MISSING_FIELD.search(message)
+        if named:
+            key = f"{key}.{named.group('name')}" if key not in _WHOLE_BODY_KEYS else named.group("name")
+        elif key == "data" and message == "'data'":
+            # Litestar's KeyError when there is no body at all (empty, or JSON null).
+            message = "a JSON object is required"
+        field = _field_path(key)
         errors.append({"field": field, "message": message, "source": _source_name(item.get("source", "body"))})
     return errors
 
@@ -78,6 +87,11 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
         errors = _validation_errors(exc)
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or exc.detail
         return _problem(request, exc.status_code, detail, errors)
+    if isinstance(exc.__cause__, SerializationException):
+        # A body that is not JSON at all: Litestar wraps the decoder's error in a plain 400.
+        return _problem(
+            request, exc.status_code, exc.detail, [{"field": "body", "message": exc.detail, "source": "body"}]
+        )
     return _problem(request, exc.status_code, exc.detail, [])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,7 +17,9 @@ class HealthController(Controller):
     tags = ["health"]  # noqa: RUF012
 
     @get(summary="Liveness and database reachability")
-    async def health(self, engine: AsyncEngine, supervisor: SupervisorHandle) -> Response[HealthRead]:
+    async def health(
+        self, engine: NamedDependency[AsyncEngine], supervisor: NamedDependency[SupervisorHandle]
+    ) -> Response[HealthRead]:
         try:
             async with engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))

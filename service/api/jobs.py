@@ -6,7 +6,8 @@ import logging
 from typing import Annotated
 
 from litestar import Controller, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 
 from service.api.dependencies import JobDefaults, SupervisorHandle
@@ -44,7 +45,11 @@ class JobController(Controller):
 
     @post(status_code=HTTP_201_CREATED, summary="Submit a job")
     async def submit_job(
-        self, data: JobCreate, repository: Repository, supervisor: SupervisorHandle, job_defaults: JobDefaults
+        self,
+        data: JSONBody[JobCreate],
+        repository: NamedDependency[Repository],
+        supervisor: NamedDependency[SupervisorHandle],
+        job_defaults: NamedDependency[JobDefaults],
     ) -> JobRead:
         """Store the job (committed before this answers) and wake the supervisor. Never waits for a process."""
         job = await repository.submit_job(
@@ -60,18 +65,18 @@ class JobController(Controller):
     @get(summary="List jobs, newest first")
     async def list_jobs(
         self,
-        repository: Repository,
+        repository: NamedDependency[Repository],
         status: Annotated[
             list[str] | None,
-            Parameter(description="Only jobs with this status; repeat it or separate with commas for several."),
+            QueryParameter(description="Only jobs with this status; repeat it or separate with commas for several."),
         ] = None,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = DEFAULT_PAGE_SIZE,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = DEFAULT_PAGE_SIZE,
     ) -> list[JobRead]:
         jobs = await repository.list_jobs(statuses=_parse_statuses(status), limit=limit)
         return [JobRead.from_record(job) for job in jobs]
 
     @get("/{job_id:str}", summary="One job with its attempts")
-    async def get_job(self, job_id: str, repository: Repository) -> JobDetail:
+    async def get_job(self, job_id: FromPath[str], repository: NamedDependency[Repository]) -> JobDetail:
         database_id = parse_job_id(job_id)
         job = await repository.find_job(database_id) if database_id is not None else None
         if job is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, get
+from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.api.schemas import PatternRead, StatsRead
@@ -16,7 +17,7 @@ class StatsController(Controller):
     tags = ["stats"]  # noqa: RUF012
 
     @get(summary="Success rates overall and per job pattern")
-    async def get_stats(self, engine: AsyncEngine) -> StatsRead:
+    async def get_stats(self, engine: NamedDependency[AsyncEngine]) -> StatsRead:
         """Rates are over finished attempts; an attempt succeeds when its program exits 0."""
         snapshot = await compute_stats(engine)
         overall = snapshot.overall_success_rate

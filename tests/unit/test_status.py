@@ -1,0 +1,143 @@
+"""The job state machine: every transition allowed or refused, and the status that follows each attempt."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from service.domain.status import (
+    ALLOWED_TRANSITIONS,
+    FINAL_JOB_STATUSES,
+    STATUS_WHEN_ATTEMPT_STARTS,
+    STATUSES_WITH_ATTEMPT_IN_FLIGHT,
+    AttemptOutcome,
+    IllegalTransitionError,
+    JobStatus,
+    check_transition,
+    status_after_attempt,
+)
+
+Q, R, T, D, C, X = (
+    JobStatus.QUEUED,
+    JobStatus.RUNNING,
+    JobStatus.RETRIED,
+    JobStatus.COMPLETED,
+    JobStatus.CRASHED,
+    JobStatus.CANCELLED,
+)
+
+# The lifecycle the issue describes, written out independently of the table under test: a queued job starts
+# (or is cancelled); a job with an attempt in flight completes, is retried, crashes or is cancelled; a retried
+# job may be retried again; final statuses go nowhere.
+EXPECTED_TRANSITIONS = {
+    (Q, R),
+    (Q, X),
+    (R, D),
+    (R, T),
+    (R, C),
+    (R, X),
+    (T, T),
+    (T, D),
+    (T, C),
+    (T, X),
+}
+ALL_PAIRS = list(itertools.product(JobStatus, JobStatus))
+# Every ending but success counts as a failure of the attempt.
+FAILED_ENDINGS = [AttemptOutcome.FAILED, AttemptOutcome.KILLED, AttemptOutcome.SPAWN_FAILED, AttemptOutcome.LOST]
+
+
+def _pair_id(pair: tuple[JobStatus, JobStatus]) -> str:
+    return f"{pair[0].value}->{pair[1].value}"
+
+
+def test_the_table_covers_every_status_and_matches_the_documented_lifecycle() -> None:
+    assert set(ALLOWED_TRANSITIONS) == set(JobStatus)
+    table = {(current, proposed) for current, targets in ALLOWED_TRANSITIONS.items() for proposed in targets}
+    assert table == EXPECTED_TRANSITIONS
+
+
+@pytest.mark.parametrize("pair", sorted(EXPECTED_TRANSITIONS), ids=_pair_id)
+def test_allowed_transition_passes(pair: tuple[JobStatus, JobStatus]) -> None:
+    current, proposed = pair
+    check_transition(current, proposed)  # must not raise
+
+
+@pytest.mark.parametrize("pair", [p for p in ALL_PAIRS if p not in EXPECTED_TRANSITIONS], ids=_pair_id)
+def test_disallowed_transition_raises_naming_both_statuses(pair: tuple[JobStatus, JobStatus]) -> None:
+    current, proposed = pair
+    with pytest.raises(IllegalTransitionError) as raised:
+        check_transition(current, proposed)
+    assert raised.value.current is current
+    assert raised.value.proposed is proposed
+    assert repr(current.value) in str(raised.value)
+    assert repr(proposed.value) in str(raised.value)
+
+
+def test_nothing_ever_returns_to_queued() -> None:
+    assert all(Q not in targets for targets in ALLOWED_TRANSITIONS.values())
+
+
+@pytest.mark.parametrize("status", list(JobStatus), ids=str)
+def test_final_statuses_are_exactly_those_without_a_way_out(status: JobStatus) -> None:
+    assert status.is_final == (status in {D, C, X})
+    assert status.is_final == (not ALLOWED_TRANSITIONS[status])
+    assert (status in FINAL_JOB_STATUSES) == status.is_final
+
+
+def test_starting_an_attempt_is_a_legal_transition_from_every_claimable_status() -> None:
+    assert set(STATUS_WHEN_ATTEMPT_STARTS) == {Q, T}
+    for before, after in STATUS_WHEN_ATTEMPT_STARTS.items():
+        check_transition(before, after)
+        assert after in STATUSES_WITH_ATTEMPT_IN_FLIGHT
+
+
+def test_only_succeeded_counts_as_success() -> None:
+    assert [outcome for outcome in AttemptOutcome if outcome.is_success] == [AttemptOutcome.SUCCEEDED]
+    # No outcome is left out of the tests below: each is a success, a failure, or still running.
+    assert set(AttemptOutcome) == {AttemptOutcome.SUCCEEDED, AttemptOutcome.RUNNING, *FAILED_ENDINGS}
+
+
+# --- status_after_attempt -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("current", [R, T], ids=str)
+@pytest.mark.parametrize(("attempt_number", "max_attempts"), [(1, 1), (1, 2), (2, 2), (3, 5)])
+def test_success_completes_the_job_on_any_attempt(current: JobStatus, attempt_number: int, max_attempts: int) -> None:
+    assert status_after_attempt(current, AttemptOutcome.SUCCEEDED, attempt_number, max_attempts) is D
+
+
+@pytest.mark.parametrize("outcome", FAILED_ENDINGS, ids=str)
+@pytest.mark.parametrize("current", [R, T], ids=str)
+@pytest.mark.parametrize(("attempt_number", "max_attempts"), [(1, 2), (1, 5), (4, 5)])
+def test_failure_with_attempts_remaining_is_retried(
+    outcome: AttemptOutcome, current: JobStatus, attempt_number: int, max_attempts: int
+) -> None:
+    assert status_after_attempt(current, outcome, attempt_number, max_attempts) is T
+
+
+@pytest.mark.parametrize("outcome", FAILED_ENDINGS, ids=str)
+@pytest.mark.parametrize(("current", "attempt_number", "max_attempts"), [(R, 1, 1), (T, 2, 2), (T, 5, 5)])
+def test_failure_of_the_last_allowed_attempt_crashes_the_job(
+    outcome: AttemptOutcome, current: JobStatus, attempt_number: int, max_attempts: int
+) -> None:
+    assert status_after_attempt(current, outcome, attempt_number, max_attempts) is C
+
+
+def test_default_policy_retries_a_failed_job_exactly_once() -> None:
+    # MAX_ATTEMPTS defaults to 2: the first failure is retried, the second one is final.
+    after_first = status_after_attempt(R, AttemptOutcome.FAILED, 1, 2)
+    after_second = status_after_attempt(after_first, AttemptOutcome.FAILED, 2, 2)
+    assert (after_first, after_second) == (T, C)
+
+
+def test_an_attempt_that_still_runs_has_no_outcome_to_apply() -> None:
+    with pytest.raises(ValueError, match="still running"):
+        status_after_attempt(R, AttemptOutcome.RUNNING, 1, 2)
+
+
+@pytest.mark.parametrize("current", [Q, D, C, X], ids=str)
+@pytest.mark.parametrize("outcome", [AttemptOutcome.SUCCEEDED, AttemptOutcome.FAILED], ids=str)
+def test_an_outcome_cannot_move_a_job_without_an_attempt_in_flight(current: JobStatus, outcome: AttemptOutcome) -> None:
+    with pytest.raises(IllegalTransitionError):
+        status_after_attempt(current, outcome, 1, 2)
