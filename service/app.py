@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,8 @@ from service.api.stats import StatsController
 from service.db.engine import create_engine, redacted_url
 from service.db.migrate import upgrade_to_head
 from service.db.repository import Repository
+from service.runner.keeper import keeper_command
+from service.runner.process import ProcessLauncher
 from service.runner.program import BUNDLED_SAMPLE_JOB
 from service.settings import Settings
 from service.supervisor.node import resolve_node_id
@@ -49,9 +52,8 @@ def create_app(settings: Settings) -> Litestar:
             logger.info("database ready at %s", redacted_url(database_url))
             repository = Repository(engine)
             node_id = resolve_node_id(settings.node_id, settings.data_dir)
-            await Reconciler(
-                repository, node_id=node_id, retry_backoff_seconds=settings.retry_backoff_seconds
-            ).run_once()
+            output_dir = settings.data_dir / "output"
+            keeper = await asyncio.to_thread(keeper_command, settings.exit_keeper, settings.data_dir / "bin")
             supervisor = Supervisor(
                 repository,
                 SupervisorConfig(
@@ -60,10 +62,19 @@ def create_app(settings: Settings) -> Litestar:
                     retry_backoff_seconds=settings.retry_backoff_seconds,
                     poll_interval_seconds=settings.poll_interval_seconds,
                     shutdown_grace_seconds=settings.shutdown_grace_seconds,
-                    output_dir=settings.data_dir / "output",
+                    shutdown_mode=settings.shutdown_mode,
+                    output_dir=output_dir,
                     inherited_environment=settings.child_environment_names,
                 ),
+                ProcessLauncher(keeper),
             )
+            await Reconciler(
+                repository,
+                supervisor,
+                output_dir=output_dir,
+                retry_backoff_seconds=settings.retry_backoff_seconds,
+                keeper_in_use=keeper is not None,
+            ).run_once()
             app.state.engine = engine
             app.state.repository = repository
             app.state.supervisor = supervisor

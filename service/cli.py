@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from service.db.embedded import start_embedded_postgres
 from service.db.engine import create_engine, libpq_url
@@ -30,9 +33,20 @@ def load_settings() -> Settings:
     """Read the environment and `.env` once; a bad value ends the program with a message naming the variable."""
     try:
         return Settings()
-    except ValidationError as error:
+    except (ValidationError, SettingsError) as error:
         print(f"jobmanager: {describe_settings_error(error)}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_CONFIGURATION) from None
+
+
+def _exit_normally(signal_number: int, frame: FrameType | None) -> None:
+    """A stop asked for by SIGTERM or Ctrl+C is a normal end: exit 0, running the atexit handlers.
+
+    uvicorn shuts down gracefully on these signals, then raises the signal again with this handler restored;
+    with the default handler the process would die of the signal, skipping atexit (which stops the embedded
+    PostgreSQL) and reporting a failure to whatever supervises the service.
+    """
+    del signal_number, frame
+    raise SystemExit(0)
 
 
 def serve(settings: Settings) -> None:
@@ -41,6 +55,8 @@ def serve(settings: Settings) -> None:
     from service.app import create_app  # noqa: PLC0415
 
     configure_logging(settings.log_file, settings.log_level)
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _exit_normally)
     settings = settings.model_copy(update={"database_url": resolve_database_url(settings)})
     app = create_app(settings)
     print(f"Concurrent Job Manager: http://{settings.host}:{settings.port}  (API docs at /schema)", flush=True)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from service.runner.keeper import KeeperKind
+from service.supervisor.supervisor import ShutdownMode
 
 # Names a child process may inherit from the service's environment; everything else (DATABASE_URL, tokens, ...)
 # stays with the service. JOB_ENV_PASSTHROUGH adds more names.
@@ -37,7 +41,13 @@ class Settings(BaseSettings):
     """Every setting of the service; see `.env.example` for each one with its default."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True, validate_default=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+        # `JOB_SCRIPT_PATH=` in a .env file means "unset, use the default", as .env.example shows it.
+        env_ignore_empty=True,
     )
 
     job_script_path: Path | None = Field(
@@ -62,6 +72,14 @@ class Settings(BaseSettings):
     retry_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
     poll_interval_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     shutdown_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    shutdown_mode: ShutdownMode = Field(
+        default=ShutdownMode.LEAVE,
+        description="What a graceful stop does with running jobs: leave (adopted on restart), drain, or kill.",
+    )
+    exit_keeper: KeeperKind = Field(
+        default=KeeperKind.AUTO,
+        description="What records each program's exit status durably: auto, native (C), python, or none.",
+    )
     job_env_passthrough: tuple[str, ...] = ()
 
     @field_validator("log_level")
@@ -95,8 +113,17 @@ class Settings(BaseSettings):
         return DEFAULT_CHILD_ENVIRONMENT + self.job_env_passthrough
 
 
-def describe_settings_error(error: ValidationError) -> str:
+# pydantic-settings names the field in its message when a value meant as JSON (a list) does not parse.
+_SETTINGS_ERROR_FIELD = re.compile(r'field "(?P<name>\w+)"')
+
+
+def describe_settings_error(error: ValidationError | SettingsError) -> str:
     """One line per bad value, naming the environment variable, for a start-up failure message."""
+    if isinstance(error, SettingsError):
+        match = _SETTINGS_ERROR_FIELD.search(str(error))
+        variable = match.group("name").upper() if match else "settings"
+        reason = error.__cause__ or error
+        return f'invalid configuration:\n  {variable}: {reason} (a list is written as JSON, e.g. ["A", "B"])'
     lines = []
     for problem in error.errors():
         variable = "_".join(str(part) for part in problem["loc"][:1]).upper() or "settings"

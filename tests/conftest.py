@@ -24,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.db.engine import create_engine, libpq_url
 from service.db.migrate import upgrade_to_head
 from service.db.repository import Repository
+from service.runner.keeper import KeeperKind, keeper_command
+from service.runner.process import ProcessLauncher
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -158,3 +160,15 @@ def make_settings(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
         return Settings(_env_file=None, **values)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def keeper_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the exit keeper is compiled, once per test session."""
+    return tmp_path_factory.mktemp("keeper-bin")
+
+
+@pytest.fixture
+def launcher(keeper_build_dir: Path) -> ProcessLauncher:
+    """The launcher the service uses by default: programs run under the compiled exit keeper when possible."""
+    return ProcessLauncher(keeper_command(KeeperKind.AUTO, keeper_build_dir))

@@ -1,4 +1,5 @@
-"""One process's life: start it in its own session, wait for its exit without a thread, signal its group.
+"""One process's life: start it under the exit keeper in its own session, wait for its exit without a thread,
+read back how it ended, signal its group, and adopt it again after a restart of the service.
 
 Nothing here knows about jobs or the database; the supervisor turns what happens here into rows.
 """
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import json
 import os
 import signal
 import subprocess
@@ -14,14 +17,21 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
 
 IS_WINDOWS = sys.platform == "win32"
-# pidfd_open (Linux 5.3+) lets the event loop watch an exit like a socket: no thread per child.
+# pidfd_open (Linux 5.3+) lets the event loop watch an exit like a socket: no thread per child, and it works for a
+# process that is not our child (an adopted one).
 HAS_PIDFD = hasattr(os, "pidfd_open")
+# Where there is no pidfd, an adopted process is polled this often.
+ADOPTED_POLL_SECONDS = 0.5
+# Start times from the OS are rounded to clock ticks; anything closer than this is the same process.
+SAME_PROCESS_TOLERANCE = timedelta(milliseconds=50)
+GO_AHEAD = b"g"
+RESET_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,125 +42,320 @@ class ProcessSpec:
     environment: Mapping[str, str]
     stdout_path: Path
     stderr_path: Path
-    working_directory: Path | None = None
+    status_path: Path
+    """Where the exit keeper writes how the program ended."""
 
 
 @dataclass(frozen=True, slots=True)
 class ProcessExit:
-    """How a process ended: an exit code, or the signal that killed it."""
+    """How a process ended: an exit code, the signal that killed it, or why it could not start."""
 
     exit_code: int | None
     signal: int | None
     finished_at: datetime
     duration_ms: int
+    spawn_error: str | None = None
+    user_cpu_ms: int | None = None
+    system_cpu_ms: int | None = None
+    max_rss_kb: int | None = None
 
 
 class SpawnError(Exception):
     """The program could not be started; the message says why in words a user can act on."""
 
 
-def _describe_spawn_error(program: str, error: OSError) -> str:
-    if isinstance(error, FileNotFoundError):
+class ExitUnknownError(Exception):
+    """The process is gone and nothing recorded how it ended (its keeper was killed, or there was no keeper)."""
+
+
+def describe_spawn_error(program: str, error_number: int) -> str:
+    if error_number == errno.ENOENT:
         return f"program not found: {program}"
-    if isinstance(error, PermissionError):
+    if error_number in (errno.EACCES, errno.EPERM):
         return f"permission denied (is it executable?): {program}"
-    return f"could not start {program}: {error.strerror or error}"
+    if error_number == errno.ENOEXEC:
+        return f"not an executable format (a script without a #! line?): {program}"
+    return f"could not start {program}: {os.strerror(error_number)}"
 
 
 def process_start_time(pid: int) -> datetime | None:
     """The OS's record of when `pid` started; with the pid, it identifies a process even after pid reuse."""
     try:
         return datetime.fromtimestamp(psutil.Process(pid).create_time(), tz=UTC)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
 
 
-class RunningProcess:
-    """A started child process: its identity, a way to wait for it, and ways to end its whole group."""
+def is_same_process(pid: int | None, recorded_start: datetime | None) -> bool:
+    """Whether `pid` still names the process that was recorded (a pid alone is no identity: pids are reused)."""
+    if pid is None or recorded_start is None:
+        return False
+    current_start = process_start_time(pid)
+    return current_start is not None and abs(current_start - recorded_start) <= SAME_PROCESS_TOLERANCE
 
-    def __init__(self, popen: subprocess.Popen[bytes], started_at: datetime, started_monotonic: float) -> None:
-        self._popen = popen
-        self.pid = popen.pid
+
+def read_exit_status(status_path: Path, program: str) -> ProcessExit | None:
+    """What the keeper wrote about the program's end, or None if it wrote nothing (yet)."""
+    try:
+        record = json.loads(status_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None  # a torn file cannot exist (the keeper renames it into place); treat damage as absence
+    exec_errno = record.get("exec_errno")
+    return ProcessExit(
+        exit_code=record.get("exit_code"),
+        signal=record.get("signal"),
+        finished_at=datetime.fromtimestamp(record["finished_at_ns"] / 1e9, tz=UTC),
+        duration_ms=record["duration_ns"] // 1_000_000,
+        spawn_error=describe_spawn_error(program, exec_errno) if exec_errno is not None else None,
+        user_cpu_ms=record.get("user_cpu_us", 0) // 1000,
+        system_cpu_ms=record.get("system_cpu_us", 0) // 1000,
+        max_rss_kb=record.get("max_rss_kb"),
+    )
+
+
+async def _wait_readable(descriptor: int) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+
+    def _on_ready() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(descriptor, _on_ready)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(descriptor)
+
+
+class RunningProcess:
+    """A started (or adopted) attempt: its identity, a way to wait for its end, and ways to end its whole group.
+
+    `pid` is the process-group leader: the exit keeper, or the program itself when running without one.
+    """
+
+    def __init__(
+        self,
+        *,
+        pid: int,
+        started_at: datetime,
+        program: str,
+        status_path: Path | None,
+        is_child: bool,
+        go_ahead_fd: int | None = None,
+        popen: subprocess.Popen[bytes] | None = None,
+        started_monotonic: float,
+    ) -> None:
+        self.pid = pid
         self.started_at = started_at
+        self._program = program
+        self._status_path = status_path
+        self._is_child = is_child
+        self._go_ahead_fd = go_ahead_fd
+        self._popen = popen  # Windows only: there is no posix_spawn there
         self._started_monotonic = started_monotonic
+        self.returncode: int | None = None
+        """Set once a child of ours has been reaped; None while it runs, and always for an adopted process."""
+
+    @classmethod
+    def adopt(cls, *, pid: int, started_at: datetime, program: str, status_path: Path) -> RunningProcess | None:
+        """Take over watching a keeper left running by a previous life of the service; None if it is not there."""
+        if not is_same_process(pid, started_at):
+            return None
+        return cls(
+            pid=pid,
+            started_at=started_at,
+            program=program,
+            status_path=status_path,
+            is_child=False,
+            started_monotonic=time.monotonic(),
+        )
+
+    @property
+    def is_adopted(self) -> bool:
+        return not self._is_child
+
+    def release(self) -> None:
+        """Let the keeper run the program (called once the attempt's pid is committed)."""
+        if self._go_ahead_fd is not None:
+            with contextlib.suppress(BrokenPipeError):
+                os.write(self._go_ahead_fd, GO_AHEAD)
+            self.abandon()
+
+    def abandon(self) -> None:
+        """Close the keeper's go-ahead pipe; if it was not released, the keeper exits without running anything."""
+        if self._go_ahead_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._go_ahead_fd)
+            self._go_ahead_fd = None
 
     async def wait(self) -> ProcessExit:
-        """Wait for the exit and reap the process. Safe to cancel; the process keeps running."""
-        if HAS_PIDFD:
-            returncode = await self._wait_with_pidfd()
-        else:
-            # Windows and macOS: no pidfd; a worker thread per waiting child is the portable fallback.
-            returncode = await asyncio.to_thread(self._popen.wait)
+        """Wait for the end and say how it went. Safe to cancel: the process keeps running.
+
+        Raises `ExitUnknownError` when the process is gone and nothing recorded its end.
+        """
+        returncode = await (self._wait_for_child() if self._is_child else self._wait_for_adopted())
+        self.returncode = returncode
+        if self._status_path is not None:
+            recorded = read_exit_status(self._status_path, self._program)
+            if recorded is not None:
+                return recorded
+        if returncode is None:
+            raise ExitUnknownError(f"process {self.pid} ended and left no exit status")
         duration_ms = int((time.monotonic() - self._started_monotonic) * 1000)
         finished_at = datetime.now(UTC)
         if returncode < 0:
+            # Without a status file, the keeper itself (or the program, run directly) died of this signal.
             return ProcessExit(exit_code=None, signal=-returncode, finished_at=finished_at, duration_ms=duration_ms)
+        if self._status_path is not None:
+            raise ExitUnknownError(f"the exit keeper {self.pid} exited with {returncode} and wrote no status")
         return ProcessExit(exit_code=returncode, signal=None, finished_at=finished_at, duration_ms=duration_ms)
 
-    async def _wait_with_pidfd(self) -> int:
-        loop = asyncio.get_running_loop()
+    async def _wait_for_child(self) -> int:
+        if self._popen is not None:
+            return await asyncio.to_thread(self._popen.wait)
+        if not HAS_PIDFD:
+            # macOS and older kernels: no pidfd; a worker thread per waiting child is the portable fallback.
+            _, status = await asyncio.to_thread(os.waitpid, self.pid, 0)
+            return os.waitstatus_to_exitcode(status)
         pidfd = os.pidfd_open(self.pid)
         try:
-            exited = loop.create_future()
-
-            def _on_exit() -> None:
-                if not exited.done():
-                    exited.set_result(None)
-
-            loop.add_reader(pidfd, _on_exit)
-            try:
-                await exited
-            finally:
-                loop.remove_reader(pidfd)
+            await _wait_readable(pidfd)
         finally:
             os.close(pidfd)
         _, status = os.waitpid(self.pid, 0)  # noqa: ASYNC222  (the pidfd said it exited: this returns at once)
-        returncode = os.waitstatus_to_exitcode(status)
-        # Tell Popen it has been reaped, so it neither reaps again nor warns that the child still runs.
-        self._popen.returncode = returncode
-        return returncode
+        return os.waitstatus_to_exitcode(status)
+
+    async def _wait_for_adopted(self) -> None:
+        """Not our child: we can see it end, but only its keeper's status file can say how."""
+        if HAS_PIDFD:
+            try:
+                pidfd = os.pidfd_open(self.pid)
+            except ProcessLookupError:
+                return
+            try:
+                # The pidfd pins the process: if the pid was reused just now, this is a stranger; do not wait on it.
+                if is_same_process(self.pid, self.started_at):
+                    await _wait_readable(pidfd)
+            finally:
+                os.close(pidfd)
+            return
+        while is_same_process(self.pid, self.started_at):  # noqa: ASYNC110  (nothing could set an Event for us)
+            await asyncio.sleep(ADOPTED_POLL_SECONDS)
 
     def signal_group(self, signal_number: int) -> None:
-        """Send a signal to the process's whole group (it leads its own session), ignoring one already gone."""
+        """Send a signal to the attempt's whole process group, ignoring one already gone."""
         if IS_WINDOWS:
             # No process groups to signal here; terminate() is the closest equivalent.
-            with contextlib.suppress(OSError):
-                self._popen.terminate()
+            if self._popen is not None:
+                with contextlib.suppress(OSError):
+                    self._popen.terminate()
             return
+        if self.is_adopted and not is_same_process(self.pid, self.started_at):
+            return  # never signal a stranger that inherited the pid
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal_number)
 
     def terminate_group(self) -> None:
+        """SIGTERM: the program (and its children) end; the keeper stays to record that."""
         self.signal_group(signal.SIGTERM)
 
     def kill_group(self) -> None:
-        self.signal_group(signal.SIGKILL if not IS_WINDOWS else signal.SIGTERM)
+        """SIGKILL: everything in the group ends at once, the keeper too."""
+        self.signal_group(signal.SIGTERM if IS_WINDOWS else signal.SIGKILL)
 
 
-def start_process(spec: ProcessSpec) -> RunningProcess:
-    """Start the program with stdout and stderr in files (not pipes: the child must never block on us).
+class ProcessLauncher:
+    """Starts programs, under the exit keeper when there is one (`keeper_command`), directly otherwise."""
 
-    Raises `SpawnError` when the OS refuses to run it.
-    """
-    spec.stdout_path.parent.mkdir(parents=True, exist_ok=True)
-    spec.stderr_path.parent.mkdir(parents=True, exist_ok=True)
-    program = spec.argv[0]
-    with open(spec.stdout_path, "ab") as stdout, open(spec.stderr_path, "ab") as stderr:
+    def __init__(self, keeper_command: Sequence[str] | None) -> None:
+        self._keeper_command = list(keeper_command) if keeper_command else None
+
+    @property
+    def uses_keeper(self) -> bool:
+        return self._keeper_command is not None
+
+    def start(self, spec: ProcessSpec) -> RunningProcess:
+        """Start the program with stdout and stderr in files (never pipes: the child must not block on us).
+
+        Under a keeper, the program waits for `release()`. Raises `SpawnError` when it cannot be started.
+        """
+        program = spec.argv[0]
+        if not os.path.isfile(program):
+            raise SpawnError(describe_spawn_error(program, errno.ENOENT))
+        if not IS_WINDOWS and not os.access(program, os.X_OK):
+            raise SpawnError(describe_spawn_error(program, errno.EACCES))
+        spec.status_path.unlink(missing_ok=True)
+        spec.status_path.parent.mkdir(parents=True, exist_ok=True)
+        spec.stdout_path.parent.mkdir(parents=True, exist_ok=True)
+        spec.stderr_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = [*self._keeper_command, str(spec.status_path), *spec.argv] if self._keeper_command else [*spec.argv]
         started_monotonic = time.monotonic()
+        if IS_WINDOWS:
+            return self._start_on_windows(spec, argv, program, started_monotonic)
+        go_ahead_read, go_ahead_write = os.pipe() if self._keeper_command else (None, None)
+        stdin = go_ahead_read if go_ahead_read is not None else os.open(os.devnull, os.O_RDONLY)
+        stdout = os.open(spec.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        stderr = os.open(spec.stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            popen = subprocess.Popen(
-                list(spec.argv),
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                env=dict(spec.environment),
-                cwd=spec.working_directory,
-                close_fds=True,
-                # Its own session and process group, so that a whole tree can be signalled at once.
-                start_new_session=not IS_WINDOWS,
-                creationflags=subprocess.CREATE_NEW_PROCESS_GROUP if IS_WINDOWS else 0,  # type: ignore[attr-defined,unused-ignore]
+            # posix_spawn (vfork + exec in the C library) is the cheapest way to start a process from Python; the
+            # parent's descriptors are not inheritable (PEP 446), so only the three below reach the child.
+            pid = os.posix_spawn(
+                argv[0],
+                argv,
+                dict(spec.environment),
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, stdin, 0),
+                    (os.POSIX_SPAWN_DUP2, stdout, 1),
+                    (os.POSIX_SPAWN_DUP2, stderr, 2),
+                ],
+                # Its own session and process group: a whole tree can be signalled at once, and a Ctrl-C or a
+                # hang-up meant for the service never reaches it.
+                setsid=True,
+                # Python ignores SIGPIPE and SIGXFSZ for itself; programs expect the defaults.
+                setsigdef=RESET_SIGNALS,
             )
         except OSError as error:
-            raise SpawnError(_describe_spawn_error(program, error)) from error
-    started_at = process_start_time(popen.pid) or datetime.now(UTC)
-    return RunningProcess(popen, started_at, started_monotonic)
+            if go_ahead_write is not None:
+                os.close(go_ahead_write)
+            raise SpawnError(describe_spawn_error(argv[0], error.errno or errno.EIO)) from error
+        finally:
+            for descriptor in (stdin, stdout, stderr):
+                os.close(descriptor)
+        return RunningProcess(
+            pid=pid,
+            started_at=process_start_time(pid) or datetime.now(UTC),
+            program=program,
+            status_path=spec.status_path if self._keeper_command else None,
+            is_child=True,
+            go_ahead_fd=go_ahead_write,
+            started_monotonic=started_monotonic,
+        )
+
+    def _start_on_windows(
+        self, spec: ProcessSpec, argv: list[str], program: str, started_monotonic: float
+    ) -> RunningProcess:
+        with open(spec.stdout_path, "ab") as stdout, open(spec.stderr_path, "ab") as stderr:
+            try:
+                popen = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=stdout,
+                    stderr=stderr,
+                    env=dict(spec.environment),
+                    close_fds=True,
+                    creationflags=subprocess.CREATE_NEW_PROCESS_GROUP,  # type: ignore[attr-defined,unused-ignore]
+                )
+            except OSError as error:
+                raise SpawnError(describe_spawn_error(argv[0], error.errno or errno.EIO)) from error
+        return RunningProcess(
+            pid=popen.pid,
+            started_at=process_start_time(popen.pid) or datetime.now(UTC),
+            program=program,
+            status_path=None,
+            is_child=True,
+            popen=popen,
+            started_monotonic=started_monotonic,
+        )

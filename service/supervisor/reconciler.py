@@ -1,84 +1,135 @@
-"""After a restart: settle every attempt that the database says is running on this node."""
+"""After a restart: settle every attempt that the database says is running on this node.
+
+For each such attempt, in this order:
+- its exit keeper wrote an exit-status file → the program ended while the service was down: record that outcome;
+- its keeper is still alive and is the same process (pid and start time match) → adopt it: the supervisor watches
+  it and records its real outcome when it ends;
+- neither → `lost`, and the job follows its retry policy.
+Without a keeper (EXIT_KEEPER=none, and always on Windows) a live leftover cannot tell its exit status to anyone,
+so it is ended (its whole group) before being recorded as lost, and never runs beside its own retry.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psutil
 
 from service.db.repository import AttemptEnding, AttemptRecord, Repository
-from service.domain.identifiers import format_job_id
-from service.domain.status import AttemptOutcome
-from service.runner.process import IS_WINDOWS, process_start_time
+from service.runner.process import IS_WINDOWS, RunningProcess, is_same_process, read_exit_status
+from service.supervisor.paths import attempt_files
+from service.supervisor.supervisor import AttemptKey, Supervisor, ending_from_exit, lost_ending
 
 logger = logging.getLogger(__name__)
 
-# Start times from the OS are rounded to clock ticks; anything closer than this is the same process.
-SAME_PROCESS_TOLERANCE = timedelta(milliseconds=50)
+PROGRAM_LABEL = "the job's program"
 
 
 @dataclass(frozen=True, slots=True)
 class ReconcileReport:
     examined: int
+    adopted: int
+    recovered: int
+    """Ended while the service was down; outcome read from the exit-status file."""
     lost: int
     ended_leftovers: int
-
-
-def is_same_process(pid: int | None, recorded_start: datetime | None) -> bool:
-    """Whether `pid` still names the process that was recorded (a pid alone is no identity: pids are reused)."""
-    if pid is None or recorded_start is None:
-        return False
-    current_start = process_start_time(pid)
-    return current_start is not None and abs(current_start - recorded_start) <= SAME_PROCESS_TOLERANCE
+    seconds: float
 
 
 class Reconciler:
-    """Runs once at start-up, before the supervisor claims anything.
+    """Runs once at start-up, before the supervisor claims anything; `run_once()` is what tests call."""
 
-    A process left running by a crashed predecessor cannot have its exit status read back by this process, so
-    it is ended (its whole group) rather than left to run beside a retry; the attempt is recorded as `lost` and
-    the job follows its retry policy.
-    """
-
-    def __init__(self, repository: Repository, *, node_id: str, retry_backoff_seconds: float) -> None:
+    def __init__(
+        self,
+        repository: Repository,
+        supervisor: Supervisor,
+        *,
+        output_dir: Path,
+        retry_backoff_seconds: float,
+        keeper_in_use: bool,
+    ) -> None:
         self._repository = repository
-        self._node_id = node_id
+        self._supervisor = supervisor
+        self._output_dir = output_dir
         self._retry_backoff_seconds = retry_backoff_seconds
+        self._keeper_in_use = keeper_in_use
 
     async def run_once(self) -> ReconcileReport:
-        attempts = await self._repository.running_attempts_on_node(self._node_id)
-        lost = ended = 0
+        started = time.monotonic()
+        attempts = await self._repository.running_attempts_on_node(self._supervisor.node_id)
+        adopted = recovered = lost = ended = 0
         for attempt in attempts:
-            if is_same_process(attempt.pid, attempt.process_started_at):
-                self._end_leftover(attempt)
-                ended += 1
-                reason = "the service restarted while the process ran; it was ended so it cannot run twice"
+            key = AttemptKey.of_record(attempt)
+            status_path = attempt_files(self._output_dir, attempt.job_id, attempt.attempt_number).exit_status
+            process = None
+            if self._keeper_in_use and attempt.pid is not None and attempt.process_started_at is not None:
+                process = RunningProcess.adopt(
+                    pid=attempt.pid,
+                    started_at=attempt.process_started_at,
+                    program=PROGRAM_LABEL,
+                    status_path=status_path,
+                )
+            # Read the file after the liveness check: a keeper that ended in between has written it by now.
+            process_exit = read_exit_status(status_path, PROGRAM_LABEL) if self._keeper_in_use else None
+            if process_exit is not None:
+                await self._record(attempt, ending_from_exit(process_exit))
+                recovered += 1
+            elif process is not None:
+                self._supervisor.adopt(key, process)
+                adopted += 1
             else:
-                reason = "the service restarted and the process was gone; its exit status is unknown"
-            if await self._record_lost(attempt, reason):
+                if not self._keeper_in_use and is_same_process(attempt.pid, attempt.process_started_at):
+                    self._end_leftover(attempt)
+                    ended += 1
+                await self._record(attempt, lost_ending(self._lost_reason(attempt)))
                 lost += 1
+        report = ReconcileReport(
+            examined=len(attempts),
+            adopted=adopted,
+            recovered=recovered,
+            lost=lost,
+            ended_leftovers=ended,
+            seconds=time.monotonic() - started,
+        )
         if attempts:
             logger.info(
-                "reconciled %d running attempt(s) on node %s: %d lost, %d leftover process(es) ended",
-                len(attempts),
-                self._node_id,
+                "reconciled %d running attempt(s) on node %s in %.3f s: %d adopted, %d ended while down, %d lost",
+                report.examined,
+                self._supervisor.node_id,
+                report.seconds,
+                adopted,
+                recovered,
                 lost,
-                ended,
             )
-        return ReconcileReport(examined=len(attempts), lost=lost, ended_leftovers=ended)
+        return report
+
+    def _lost_reason(self, attempt: AttemptRecord) -> str:
+        if attempt.pid is None:
+            return "the service stopped before the program was started; it never ran"
+        if not self._keeper_in_use:
+            return "the service restarted; without an exit keeper the process's exit status cannot be known"
+        return "the process and its exit keeper are gone and no exit status was written"
+
+    async def _record(self, attempt: AttemptRecord, ending: AttemptEnding) -> None:
+        recorded = await self._repository.record_outcome(
+            attempt_id=attempt.id, ending=ending, retry_backoff_seconds=self._retry_backoff_seconds
+        )
+        if recorded is not None:
+            logger.info(
+                "%s recorded after restart: %s; job is now %s",
+                AttemptKey.of_record(attempt),
+                ending.outcome.value,
+                recorded.job_status.value if recorded.job_status else "unchanged",
+            )
 
     def _end_leftover(self, attempt: AttemptRecord) -> None:
         assert attempt.pid is not None
-        logger.warning(
-            "ending leftover process group %d of job %s attempt %d",
-            attempt.pid,
-            format_job_id(attempt.job_id),
-            attempt.attempt_number,
-        )
+        logger.warning("ending leftover process group %d of %s", attempt.pid, AttemptKey.of_record(attempt))
         try:
             if IS_WINDOWS:
                 psutil.Process(attempt.pid).kill()
@@ -86,18 +137,3 @@ class Reconciler:
                 os.killpg(attempt.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError, psutil.Error):
             logger.warning("process %d was already gone", attempt.pid)
-
-    async def _record_lost(self, attempt: AttemptRecord, reason: str) -> bool:
-        recorded = await self._repository.record_outcome(
-            attempt_id=attempt.id,
-            ending=AttemptEnding(outcome=AttemptOutcome.LOST, finished_at=datetime.now(UTC), error=reason),
-            retry_backoff_seconds=self._retry_backoff_seconds,
-        )
-        if recorded is not None:
-            logger.info(
-                "job %s attempt %d recorded as lost; job is now %s",
-                format_job_id(attempt.job_id),
-                attempt.attempt_number,
-                recorded.job_status.value if recorded.job_status else "unchanged",
-            )
-        return recorded is not None

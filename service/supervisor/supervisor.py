@@ -9,17 +9,26 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from service.db.repository import AttemptEnding, ClaimedAttempt, RecordedOutcome, Repository
+from service.db.repository import AttemptEnding, AttemptRecord, ClaimedAttempt, RecordedOutcome, Repository
 from service.domain.identifiers import format_job_id
 from service.domain.status import AttemptOutcome, JobStatus
 from service.runner.environment import child_environment
-from service.runner.process import ProcessExit, ProcessSpec, RunningProcess, SpawnError, start_process
+from service.runner.process import (
+    ExitUnknownError,
+    ProcessExit,
+    ProcessLauncher,
+    ProcessSpec,
+    RunningProcess,
+    SpawnError,
+)
 from service.runner.program import command_prefix
+from service.supervisor.paths import attempt_files
 from service.supervisor.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
@@ -31,6 +40,20 @@ TRANSIENT_DATABASE_ERRORS = (OperationalError, InterfaceError, OSError, TimeoutE
 RECORD_RETRY_FIRST_DELAY_SECONDS = 0.1
 RECORD_RETRY_MAX_DELAY_SECONDS = 5.0
 KILL_WAIT_SECONDS = 5.0
+# At shutdown, outcomes already observed get this long to reach the database; after that their exit-status files
+# still hold them, and the next start records them.
+FINISH_WRITES_SECONDS = 10.0
+
+
+class ShutdownMode(StrEnum):
+    """What a graceful stop (SIGTERM, SIGINT) does with the jobs still running (setting SHUTDOWN_MODE)."""
+
+    LEAVE = "leave"
+    """Leave them running; the next start adopts them and records their real outcome. Nothing is interrupted."""
+    DRAIN = "drain"
+    """Wait up to SHUTDOWN_GRACE_SECONDS for them to finish; leave any still running for the next start."""
+    KILL = "kill"
+    """SIGTERM their process groups, wait up to SHUTDOWN_GRACE_SECONDS, then SIGKILL; outcomes are `killed`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +64,36 @@ class SupervisorConfig:
     poll_interval_seconds: float
     shutdown_grace_seconds: float
     output_dir: Path
+    shutdown_mode: ShutdownMode = ShutdownMode.LEAVE
     inherited_environment: tuple[str, ...] = ()
     parent_environment: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
-def _ending_from_exit(process_exit: ProcessExit) -> AttemptEnding:
-    if process_exit.signal is not None:
+@dataclass(frozen=True, slots=True)
+class AttemptKey:
+    """Which attempt a watcher is about, whether it was claimed now or adopted after a restart."""
+
+    attempt_id: int
+    job_id: int
+    attempt_number: int
+
+    @classmethod
+    def of_claim(cls, claimed: ClaimedAttempt) -> AttemptKey:
+        return cls(claimed.attempt_id, claimed.job_id, claimed.attempt_number)
+
+    @classmethod
+    def of_record(cls, record: AttemptRecord) -> AttemptKey:
+        return cls(record.id, record.job_id, record.attempt_number)
+
+    def __str__(self) -> str:
+        return f"job {format_job_id(self.job_id)} attempt {self.attempt_number}"
+
+
+def ending_from_exit(process_exit: ProcessExit) -> AttemptEnding:
+    """How an observed (or recovered) exit is written down."""
+    if process_exit.spawn_error is not None:
+        outcome = AttemptOutcome.SPAWN_FAILED
+    elif process_exit.signal is not None:
         outcome = AttemptOutcome.KILLED
     elif process_exit.exit_code == 0:
         outcome = AttemptOutcome.SUCCEEDED
@@ -58,18 +105,25 @@ def _ending_from_exit(process_exit: ProcessExit) -> AttemptEnding:
         exit_code=process_exit.exit_code,
         signal=process_exit.signal,
         duration_ms=process_exit.duration_ms,
+        error=process_exit.spawn_error,
     )
+
+
+def lost_ending(reason: str) -> AttemptEnding:
+    return AttemptEnding(outcome=AttemptOutcome.LOST, finished_at=datetime.now(UTC), error=reason)
 
 
 class Supervisor:
     """Runs the claim loop. `run_once()` is one claim-and-launch round, callable directly from tests."""
 
-    def __init__(self, repository: Repository, config: SupervisorConfig) -> None:
+    def __init__(self, repository: Repository, config: SupervisorConfig, launcher: ProcessLauncher) -> None:
         self._repository = repository
         self._config = config
+        self._launcher = launcher
         self._wakeup = asyncio.Event()
         self._running: dict[int, RunningProcess] = {}
         self._watchers = TaskSet("attempt-watcher")
+        self._recordings = TaskSet("outcome-writer")
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -79,7 +133,7 @@ class Supervisor:
 
     @property
     def running_count(self) -> int:
-        """Attempts this node has claimed and not yet recorded an ending for."""
+        """Attempts whose process this node is watching (started here or adopted)."""
         return len(self._watchers)
 
     @property
@@ -95,9 +149,7 @@ class Supervisor:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="supervisor:claim-loop")
         self._loop_task.add_done_callback(self._claim_loop_ended)
         logger.info(
-            "supervisor started on node %s with %d slots",
-            self._config.node_id,
-            self._config.max_concurrent_jobs,
+            "supervisor started on node %s with %d slots", self._config.node_id, self._config.max_concurrent_jobs
         )
 
     def _claim_loop_ended(self, task: asyncio.Task[None]) -> None:
@@ -105,33 +157,46 @@ class Supervisor:
             logger.critical("the supervisor's claim loop died; no new job will start", exc_info=task.exception())
 
     async def stop(self) -> None:
-        """Stop claiming; let running processes finish within the grace period, then end their groups."""
+        """Stop claiming, deal with running jobs as SHUTDOWN_MODE says, and finish the writes under way."""
         self._stopping = True
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
-        if self.running_count:
-            logger.info(
-                "waiting up to %.0f s for %d running job(s) to finish",
-                self._config.shutdown_grace_seconds,
-                self.running_count,
-            )
-        if not await self._watchers.wait(self._config.shutdown_grace_seconds):
-            for process in list(self._running.values()):
-                logger.warning("terminating process group %d at shutdown", process.pid)
-                process.terminate_group()
-            if not await self._watchers.wait(KILL_WAIT_SECONDS):
-                for process in list(self._running.values()):
-                    process.kill_group()
+        grace = self._config.shutdown_grace_seconds
+        mode = self._config.shutdown_mode
+        if self.running_count and mode is not ShutdownMode.LEAVE:
+            logger.info("shutdown (%s): %d job(s) running, grace %.0f s", mode.value, self.running_count, grace)
+        if mode is ShutdownMode.DRAIN:
+            await self._watchers.wait(grace)
+        elif mode is ShutdownMode.KILL:
+            self._signal_all(RunningProcess.terminate_group)
+            if not await self._watchers.wait(grace):
+                self._signal_all(RunningProcess.kill_group)
                 await self._watchers.wait(KILL_WAIT_SECONDS)
+        if self.running_count:
+            logger.info("leaving %d job(s) running; the next start adopts them", self.running_count)
         await self._watchers.cancel_all()
+        for process in self._running.values():
+            process.abandon()  # a keeper not yet given its go-ahead exits without running anything
+        self._running.clear()
+        if not await self._recordings.wait(FINISH_WRITES_SECONDS):
+            logger.error("some outcomes could not be written in time; the next start reads them from their files")
+            await self._recordings.cancel_all()
         logger.info("supervisor stopped")
 
+    def _signal_all(self, send: Callable[[RunningProcess], None]) -> None:
+        for process in list(self._running.values()):
+            send(process)
+
     async def wait_until_idle(self, timeout: float) -> bool:
-        """True once every claimed attempt has been recorded (for tests and graceful shutdown)."""
-        return await self._watchers.wait(timeout)
+        """True once every attempt started here has ended and its outcome is written (tests, draining)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if not await self._watchers.wait(timeout):
+            return False
+        return await self._recordings.wait(max(0.0, deadline - loop.time()))
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
@@ -152,30 +217,31 @@ class Supervisor:
             return 0
         claimed = await self._repository.claim_due_jobs(node_id=self._config.node_id, limit=self.free_slots)
         for attempt in claimed:
-            await self._launch(attempt)
+            self._launch(attempt)
         return len(claimed)
 
-    async def _launch(self, attempt: ClaimedAttempt) -> None:
-        job_id = format_job_id(attempt.job_id)
-        spec = self._process_spec(attempt)
+    def adopt(self, key: AttemptKey, process: RunningProcess) -> None:
+        """Watch a process that a previous life of the service started (the reconciler found it alive)."""
+        logger.info("%s adopted: pid %d still running", key, process.pid)
+        self._running[key.attempt_id] = process
+        self._watchers.spawn(self._watch(key, process), name=str(key))
+
+    def _launch(self, claimed: ClaimedAttempt) -> None:
+        key = AttemptKey.of_claim(claimed)
         try:
-            process = start_process(spec)
+            process = self._launcher.start(self._process_spec(claimed))
         except SpawnError as error:
-            logger.warning("job %s attempt %d could not start: %s", job_id, attempt.attempt_number, error)
+            logger.warning("%s could not start: %s", key, error)
             ending = AttemptEnding(
-                outcome=AttemptOutcome.SPAWN_FAILED,
-                finished_at=datetime.now(UTC),
-                duration_ms=0,
-                error=str(error),
+                outcome=AttemptOutcome.SPAWN_FAILED, finished_at=datetime.now(UTC), duration_ms=0, error=str(error)
             )
-            self._watchers.spawn(self._record_durably(attempt, ending), name=f"{job_id}#{attempt.attempt_number}")
+            self._recordings.spawn(self._record_durably(key, ending), name=str(key))
             return
-        logger.info("job %s attempt %d started: pid %d", job_id, attempt.attempt_number, process.pid)
-        self._running[attempt.attempt_id] = process
-        self._watchers.spawn(self._watch(attempt, process), name=f"{job_id}#{attempt.attempt_number}")
+        self._running[key.attempt_id] = process
+        self._watchers.spawn(self._release_and_watch(key, process), name=str(key))
 
     def _process_spec(self, attempt: ClaimedAttempt) -> ProcessSpec:
-        attempt_dir = self._config.output_dir / format_job_id(attempt.job_id)
+        files = attempt_files(self._config.output_dir, attempt.job_id, attempt.attempt_number)
         environment = child_environment(
             self._config.parent_environment,
             self._config.inherited_environment,
@@ -188,82 +254,81 @@ class Supervisor:
         return ProcessSpec(
             argv=[*command_prefix(Path(attempt.program)), *attempt.arguments],
             environment=environment,
-            stdout_path=attempt_dir / f"attempt-{attempt.attempt_number}.stdout",
-            stderr_path=attempt_dir / f"attempt-{attempt.attempt_number}.stderr",
+            stdout_path=files.stdout,
+            stderr_path=files.stderr,
+            status_path=files.exit_status,
         )
 
-    async def _watch(self, attempt: ClaimedAttempt, process: RunningProcess) -> None:
-        try:
-            await self._with_retries(
-                "record the process of",
-                attempt,
-                lambda: self._repository.record_process_started(
-                    attempt_id=attempt.attempt_id, pid=process.pid, process_started_at=process.started_at
-                ),
-            )
-            process_exit = await process.wait()
-        finally:
-            self._running.pop(attempt.attempt_id, None)
-        await self._record_durably(attempt, _ending_from_exit(process_exit))
+    async def _release_and_watch(self, key: AttemptKey, process: RunningProcess) -> None:
+        # The program may only run once its pid is committed: a crash before that leaves nothing unrecorded.
+        await self._with_retries(
+            "record the process of",
+            key,
+            lambda: self._repository.record_process_started(
+                attempt_id=key.attempt_id, pid=process.pid, process_started_at=process.started_at
+            ),
+        )
+        process.release()
+        logger.info("%s started: pid %d", key, process.pid)
+        await self._watch(key, process)
 
-    async def _record_durably(self, attempt: ClaimedAttempt, ending: AttemptEnding) -> None:
+    async def _watch(self, key: AttemptKey, process: RunningProcess) -> None:
+        try:
+            try:
+                ending = ending_from_exit(await process.wait())
+            except ExitUnknownError as error:
+                ending = lost_ending(str(error))
+        finally:
+            self._running.pop(key.attempt_id, None)
+        # Written by a task of its own, so that a shutdown that stops watching never interrupts a write.
+        self._recordings.spawn(self._record_durably(key, ending), name=str(key))
+
+    async def _record_durably(self, key: AttemptKey, ending: AttemptEnding) -> None:
         """Record the ending, retrying through database hiccups: an outcome observed is an outcome recorded."""
         recorded = await self._with_retries(
             "record the outcome of",
-            attempt,
+            key,
             lambda: self._repository.record_outcome(
-                attempt_id=attempt.attempt_id,
-                ending=ending,
-                retry_backoff_seconds=self._config.retry_backoff_seconds,
+                attempt_id=key.attempt_id, ending=ending, retry_backoff_seconds=self._config.retry_backoff_seconds
             ),
         )
-        self._log_outcome(attempt, ending, recorded)
+        self._log_outcome(key, ending, recorded)
         if recorded is not None and recorded.job_status is JobStatus.RETRIED:
             asyncio.get_running_loop().call_later(self._config.retry_backoff_seconds, self.wake)
         self.wake()  # a slot is free
 
-    async def _with_retries(self, what: str, attempt: ClaimedAttempt, operation: Callable[[], Awaitable[T]]) -> T:
+    async def _with_retries(self, what: str, key: AttemptKey, operation: Callable[[], Awaitable[T]]) -> T:
         delay = RECORD_RETRY_FIRST_DELAY_SECONDS
         while True:
             try:
                 return await operation()
             except TRANSIENT_DATABASE_ERRORS as error:
-                logger.warning(
-                    "could not %s job %s attempt %d (%s); retrying in %.1f s",
-                    what,
-                    format_job_id(attempt.job_id),
-                    attempt.attempt_number,
-                    error.__class__.__name__,
-                    delay,
-                )
+                logger.warning("could not %s %s (%s); retrying in %.1f s", what, key, error.__class__.__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECORD_RETRY_MAX_DELAY_SECONDS)
 
-    def _log_outcome(self, attempt: ClaimedAttempt, ending: AttemptEnding, recorded: RecordedOutcome | None) -> None:
-        job_id = format_job_id(attempt.job_id)
+    def _log_outcome(self, key: AttemptKey, ending: AttemptEnding, recorded: RecordedOutcome | None) -> None:
         if recorded is None:
             logger.warning(
-                "job %s attempt %d ended (%s) but was no longer running in the database; nothing written",
-                job_id,
-                attempt.attempt_number,
-                ending.outcome.value,
+                "%s ended (%s) but was no longer running in the database; nothing written", key, ending.outcome.value
             )
             return
         logger.info(
-            "job %s attempt %d ended: %s, exit code %s, signal %s, %s ms",
-            job_id,
-            attempt.attempt_number,
+            "%s ended: %s, exit code %s, signal %s, %s ms%s",
+            key,
             ending.outcome.value,
             ending.exit_code,
             ending.signal,
             ending.duration_ms,
+            f" ({ending.error})" if ending.error else "",
         )
+        job_id = format_job_id(key.job_id)
         if recorded.job_status is JobStatus.RETRIED:
             logger.info(
                 "job %s retry scheduled in %.1f s (attempt %d)",
                 job_id,
                 self._config.retry_backoff_seconds,
-                attempt.attempt_number + 1,
+                key.attempt_number + 1,
             )
         elif recorded.job_status is not None and recorded.job_status.is_final:
             logger.info("job %s finished: %s", job_id, recorded.job_status.value)

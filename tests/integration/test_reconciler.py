@@ -1,33 +1,39 @@
-"""The start-up reconciler against a real PostgreSQL and real processes: gone, leftover, reused and foreign pids."""
+"""Reconciliation after a restart, with real processes left behind by a previous supervisor.
+
+A "previous life" of the service is a supervisor stopped in `leave` mode: its processes keep running under their
+exit keepers, exactly as after `kill -9` of the service. A new supervisor and its reconciler then take over.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db.repository import AttemptRecord, ClaimedAttempt, Repository
+from service.db.repository import AttemptRecord, JobRecord, Repository
 from service.domain.status import AttemptOutcome, JobStatus
-from service.runner.process import ProcessExit, ProcessSpec, RunningProcess, start_process
-from service.supervisor.reconciler import Reconciler
+from service.runner.process import ProcessLauncher, ProcessSpec, process_start_time
+from service.settings import DEFAULT_CHILD_ENVIRONMENT
+from service.supervisor.paths import attempt_files
+from service.supervisor.reconciler import Reconciler, ReconcileReport
+from service.supervisor.supervisor import ShutdownMode, Supervisor, SupervisorConfig
 
-pytestmark = pytest.mark.skipif(
-    sys.platform == "win32", reason="uses /bin/sh scripts, POSIX signals and process groups"
-)
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses /bin/sh scripts and POSIX process groups")
 
 NODE_ID = "test-node"
-OTHER_NODE_ID = "other-node"
 WAIT_SECONDS = 10.0
 
 
@@ -38,211 +44,313 @@ def write_script(folder: Path, name: str, body: str) -> Path:
     return path
 
 
-def wait_until(condition: Callable[[], bool], message: str, timeout: float = WAIT_SECONDS) -> None:
-    """Poll `condition` until it holds; fail with `message` after `timeout` seconds."""
+async def wait_until(condition: Callable[[], Awaitable[bool]], message: str, timeout: float = WAIT_SECONDS) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not await condition():
         if time.monotonic() > deadline:
             pytest.fail(f"after {timeout} s: {message}")
-        time.sleep(0.01)
+        await asyncio.sleep(0.02)
 
 
-def is_gone(pid: int, create_time: float) -> bool:
-    """True once the process has ended: no such pid, a different process under that pid, or a zombie."""
-    try:
-        process = psutil.Process(pid)
-        # A dead orphan stays a zombie until init reaps it, which some container inits do late.
-        return bool(process.create_time() != create_time or process.status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
+class Lives:
+    """Supervisors standing for successive lives of one node, and the cleanup of whatever they leave behind."""
 
+    def __init__(self, repository: Repository, output_dir: Path, launcher: ProcessLauncher) -> None:
+        self.repository = repository
+        self.output_dir = output_dir
+        self.launcher = launcher
+        self._supervisors: list[Supervisor] = []
+        self._pids: set[int] = set()
 
-def still_running(process: RunningProcess) -> bool:
-    """Our child has not exited (waitpid without reaping would say so; psutil does not reap)."""
-    try:
-        return bool(psutil.Process(process.pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
+    def supervisor(self, *, launcher: ProcessLauncher | None = None, **overrides: Any) -> Supervisor:
+        values: dict[str, Any] = {
+            "node_id": NODE_ID,
+            "max_concurrent_jobs": 10,
+            "retry_backoff_seconds": 0.0,
+            "poll_interval_seconds": 0.2,
+            "shutdown_grace_seconds": 2.0,
+            "shutdown_mode": ShutdownMode.LEAVE,
+            "output_dir": self.output_dir,
+            "inherited_environment": DEFAULT_CHILD_ENVIRONMENT,
+        }
+        values.update(overrides)
+        supervisor = Supervisor(self.repository, SupervisorConfig(**values), launcher or self.launcher)
+        self._supervisors.append(supervisor)
+        return supervisor
 
-
-class ProcessTracker:
-    """Starts processes for a test and makes sure none outlives it."""
-
-    def __init__(self, folder: Path) -> None:
-        self._folder = folder
-        self._started: list[RunningProcess] = []
-        self._adopted: list[tuple[int, float]] = []
-
-    def start(self, script: Path, *arguments: str) -> RunningProcess:
-        number = len(self._started) + 1
-        process = start_process(
-            ProcessSpec(
-                argv=[str(script), *arguments],
-                environment=dict(os.environ),
-                stdout_path=self._folder / "output" / f"{number}.stdout",
-                stderr_path=self._folder / "output" / f"{number}.stderr",
-            )
+    def reconciler(self, supervisor: Supervisor, *, keeper_in_use: bool = True) -> Reconciler:
+        return Reconciler(
+            self.repository,
+            supervisor,
+            output_dir=self.output_dir,
+            retry_backoff_seconds=0.0,
+            keeper_in_use=keeper_in_use,
         )
-        self._started.append(process)
-        return process
 
-    def adopt(self, pid: int) -> float:
-        """Also end `pid` (a grandchild) at teardown, if it is still that process; returns its create time."""
-        create_time = float(psutil.Process(pid).create_time())
-        self._adopted.append((pid, create_time))
-        return create_time
+    async def previous_life(self, job: JobRecord) -> AttemptRecord:
+        """Start the job's first attempt, then stop the supervisor leaving it running, as a crash would."""
+        supervisor = self.supervisor()
+        assert await supervisor.run_once() == 1
+        attempt = await wait_for_pid(self.repository, job.id)
+        await supervisor.stop()
+        assert attempt.pid is not None
+        self._pids.add(attempt.pid)
+        return attempt
 
-    def cleanup(self) -> None:
-        for process in self._started:
-            popen = process._popen
-            # Only a leader not yet reaped guarantees that its pid still names our group.
-            if popen.returncode is None:
-                process.kill_group()
-                popen.wait(timeout=WAIT_SECONDS)
-        for pid, create_time in self._adopted:
-            if not is_gone(pid, create_time):
-                psutil.Process(pid).kill()
+    async def cleanup(self) -> None:
+        for supervisor in self._supervisors:
+            await supervisor.stop()
+        for pid in self._pids:
+            # Keepers a stopped supervisor left are still children of this test process: end and reap them.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                await asyncio.to_thread(os.waitpid, pid, 0)
 
 
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[ProcessTracker]:
-    tracker = ProcessTracker(tmp_path)
-    yield tracker
-    tracker.cleanup()
+async def lives(repository: Repository, tmp_path: Path, launcher: ProcessLauncher) -> AsyncIterator[Lives]:
+    assert launcher.uses_keeper, "these tests need a C compiler or Python's fork: the exit keeper"
+    created = Lives(repository, tmp_path / "output", launcher)
+    yield created
+    await created.cleanup()
 
 
-async def running_attempt(repository: Repository, *, max_attempts: int = 2, node_id: str = NODE_ID) -> ClaimedAttempt:
-    """A job whose first attempt the database says is running on `node_id`, as a crashed service leaves it."""
-    await repository.submit_job(name="task-1", program="/bin/true", arguments=[], max_attempts=max_attempts)
-    [claimed] = await repository.claim_due_jobs(node_id=node_id, limit=1)
-    return claimed
+async def submit(repository: Repository, program: Path, *arguments: str, max_attempts: int = 1) -> JobRecord:
+    return await repository.submit_job(
+        name="task-1", program=str(program), arguments=list(arguments), max_attempts=max_attempts
+    )
 
 
-async def record_process(engine: AsyncEngine, attempt_id: int, pid: int, started_at: datetime) -> None:
-    async with engine.begin() as connection:
-        await connection.execute(
-            text("UPDATE attempts SET pid = :pid, process_started_at = :started_at WHERE id = :id"),
-            {"pid": pid, "started_at": started_at, "id": attempt_id},
-        )
+async def attempts_of(repository: Repository, job_id: int) -> list[AttemptRecord]:
+    return await repository.list_attempts(job_id)
 
 
-async def only_attempt(repository: Repository, job_id: int) -> AttemptRecord:
-    [attempt] = await repository.list_attempts(job_id)
-    return attempt
+async def wait_for_pid(repository: Repository, job_id: int) -> AttemptRecord:
+    async def has_pid() -> bool:
+        attempts = await attempts_of(repository, job_id)
+        return bool(attempts) and attempts[-1].pid is not None
+
+    await wait_until(has_pid, f"job {job_id}'s attempt never got a pid")
+    return (await attempts_of(repository, job_id))[-1]
 
 
-def reconciler(repository: Repository) -> Reconciler:
-    return Reconciler(repository, node_id=NODE_ID, retry_backoff_seconds=0)
+async def wait_for_final(repository: Repository, job_id: int) -> JobRecord:
+    async def is_final() -> bool:
+        job = await repository.find_job(job_id)
+        return job is not None and job.status.is_final
 
-
-async def exited(process: RunningProcess) -> ProcessExit:
-    return await asyncio.wait_for(process.wait(), WAIT_SECONDS)
-
-
-async def test_attempt_whose_process_is_gone_is_lost_and_the_job_retried(
-    repository: Repository, engine: AsyncEngine, processes: ProcessTracker, tmp_path: Path
-) -> None:
-    finished = processes.start(write_script(tmp_path, "exits.sh", "exit 0\n"))
-    await exited(finished)
-    claimed = await running_attempt(repository, max_attempts=2)
-    await record_process(engine, claimed.attempt_id, finished.pid, finished.started_at)
-
-    report = await reconciler(repository).run_once()
-
-    assert (report.examined, report.lost, report.ended_leftovers) == (1, 1, 0)
-    attempt = await only_attempt(repository, claimed.job_id)
-    assert attempt.outcome is AttemptOutcome.LOST
-    assert attempt.finished_at is not None
-    assert attempt.error is not None
-    job = await repository.find_job(claimed.job_id)
+    await wait_until(is_final, f"job {job_id} never became final")
+    job = await repository.find_job(job_id)
     assert job is not None
-    assert job.status is JobStatus.RETRIED
-    [retry] = await repository.claim_due_jobs(node_id=NODE_ID, limit=5)
-    assert (retry.job_id, retry.attempt_number) == (claimed.job_id, 2)
+    return job
 
 
-async def test_lost_last_attempt_crashes_the_job(repository: Repository) -> None:
-    claimed = await running_attempt(repository, max_attempts=1)
-
-    report = await reconciler(repository).run_once()
-
-    assert report.lost == 1
-    assert (await only_attempt(repository, claimed.job_id)).outcome is AttemptOutcome.LOST
-    job = await repository.find_job(claimed.job_id)
-    assert job is not None
-    assert job.status is JobStatus.CRASHED
-    assert await repository.claim_due_jobs(node_id=NODE_ID, limit=5) == []
+def executions(log: Path) -> list[str]:
+    return log.read_text(encoding="utf-8").splitlines() if log.exists() else []
 
 
-async def test_leftover_process_of_ours_has_its_group_ended(
-    repository: Repository, engine: AsyncEngine, processes: ProcessTracker, tmp_path: Path
-) -> None:
-    pid_file = tmp_path / "grandchild.pid"
+async def test_a_live_keeper_is_adopted_and_its_real_outcome_recorded(lives: Lives, tmp_path: Path) -> None:
+    log, release = tmp_path / "executions.log", tmp_path / "release"
     script = write_script(
         tmp_path,
-        "spawns.sh",
-        """
-        sleep 30 &
-        echo $! > "$1.tmp" && mv "$1.tmp" "$1"
-        wait
+        "waits.sh",
+        f"""
+        echo "$JOB_ID $JOB_ATTEMPT" >> {log}
+        while [ ! -e {release} ]; do sleep 0.02; done
+        exit 7
         """,
     )
-    leftover = processes.start(script, str(pid_file))
-    wait_until(pid_file.exists, "the script never wrote its background child's pid")
-    grandchild = int(pid_file.read_text(encoding="utf-8"))
-    grandchild_created = processes.adopt(grandchild)
-    claimed = await running_attempt(repository)
-    await record_process(engine, claimed.attempt_id, leftover.pid, leftover.started_at)
+    job = await submit(lives.repository, script)
+    before = await lives.previous_life(job)
 
-    report = await reconciler(repository).run_once()
+    supervisor = lives.supervisor()
+    report = await lives.reconciler(supervisor).run_once()
 
-    assert (report.examined, report.lost, report.ended_leftovers) == (1, 1, 1)
-    assert (await exited(leftover)).signal == signal.SIGKILL
-    wait_until(lambda: is_gone(grandchild, grandchild_created), f"grandchild {grandchild} still runs")
-    assert (await only_attempt(repository, claimed.job_id)).outcome is AttemptOutcome.LOST
+    assert (report.examined, report.adopted, report.lost, report.recovered) == (1, 1, 0, 0)
+    assert supervisor.running_count == 1
+    assert (await attempts_of(lives.repository, job.id))[0].outcome is AttemptOutcome.RUNNING
+    release.touch()
+    finished = await wait_for_final(lives.repository, job.id)
+    [attempt] = await attempts_of(lives.repository, job.id)
+    assert (attempt.id, attempt.pid) == (before.id, before.pid)
+    assert attempt.outcome is AttemptOutcome.FAILED
+    assert attempt.exit_code == 7
+    assert finished.status is JobStatus.CRASHED
+    assert finished.exit_code == 7
+    assert executions(log) == [f"job-{job.id} 1"], "the adopted program ran exactly once"
 
 
-async def test_reused_pid_is_not_killed(
-    repository: Repository, engine: AsyncEngine, processes: ProcessTracker, tmp_path: Path
+async def test_an_ending_while_the_service_was_down_is_read_from_the_exit_status_file(
+    lives: Lives, tmp_path: Path
 ) -> None:
-    stranger = processes.start(write_script(tmp_path, "sleeps.sh", "exec sleep 30\n"))
-    claimed = await running_attempt(repository)
-    # The recorded process started an hour earlier: this pid now names someone else's process.
-    await record_process(engine, claimed.attempt_id, stranger.pid, stranger.started_at - timedelta(hours=1))
+    release = tmp_path / "release"
+    script = write_script(tmp_path, "ends.sh", f"while [ ! -e {release} ]; do sleep 0.02; done\nsleep 0.2\nexit 3\n")
+    job = await submit(lives.repository, script, max_attempts=2)
+    attempt = await lives.previous_life(job)
+    release.touch()
+    status_file = attempt_files(lives.output_dir, job.id, 1).exit_status
 
-    report = await reconciler(repository).run_once()
+    async def written() -> bool:
+        return status_file.exists()
 
-    assert (report.examined, report.lost, report.ended_leftovers) == (1, 1, 0)
-    assert still_running(stranger)
-    assert (await only_attempt(repository, claimed.job_id)).outcome is AttemptOutcome.LOST
+    await wait_until(written, "the exit keeper never wrote the exit status")
+
+    report = await lives.reconciler(lives.supervisor()).run_once()
+
+    assert (report.examined, report.recovered, report.adopted, report.lost) == (1, 1, 0, 0)
+    [recorded] = await attempts_of(lives.repository, job.id)
+    assert recorded.id == attempt.id
+    assert recorded.outcome is AttemptOutcome.FAILED
+    assert recorded.exit_code == 3
+    assert recorded.duration_ms is not None
+    assert recorded.duration_ms >= 200
+    job_after = await lives.repository.find_job(job.id)
+    assert job_after is not None
+    assert job_after.status is JobStatus.RETRIED
 
 
-async def test_attempt_running_on_another_node_is_left_alone(
-    repository: Repository, engine: AsyncEngine, processes: ProcessTracker, tmp_path: Path
+async def test_a_program_killed_while_the_service_was_down_is_recorded_with_its_signal(
+    lives: Lives, tmp_path: Path
 ) -> None:
-    theirs = processes.start(write_script(tmp_path, "sleeps.sh", "exec sleep 30\n"))
-    claimed = await running_attempt(repository, node_id=OTHER_NODE_ID)
-    await record_process(engine, claimed.attempt_id, theirs.pid, theirs.started_at)
+    ready = tmp_path / "ready"
+    script = write_script(tmp_path, "sleeps.sh", f"touch {ready}\nexec sleep 30\n")
+    job = await submit(lives.repository, script)
+    attempt = await lives.previous_life(job)
 
-    report = await reconciler(repository).run_once()
+    async def started() -> bool:
+        return ready.exists()
 
-    assert report.examined == 0
-    assert still_running(theirs)
-    attempt = await only_attempt(repository, claimed.job_id)
-    assert attempt.outcome is AttemptOutcome.RUNNING
-    assert attempt.node_id == OTHER_NODE_ID
-    job = await repository.find_job(claimed.job_id)
-    assert job is not None
-    assert job.status is JobStatus.RUNNING
+    await wait_until(started, "the program never started")
+    assert attempt.pid is not None
+    os.killpg(attempt.pid, signal.SIGTERM)  # the keeper ignores it and records the program's death
+    status_file = attempt_files(lives.output_dir, job.id, 1).exit_status
+
+    async def written() -> bool:
+        return status_file.exists()
+
+    await wait_until(written, "the exit keeper never wrote the exit status")
+
+    report = await lives.reconciler(lives.supervisor()).run_once()
+
+    assert report.recovered == 1
+    [recorded] = await attempts_of(lives.repository, job.id)
+    assert recorded.outcome is AttemptOutcome.KILLED
+    assert recorded.signal == signal.SIGTERM
 
 
-async def test_second_run_finds_nothing_left_to_do(repository: Repository) -> None:
-    claimed = await running_attempt(repository)
+async def test_a_keeper_killed_with_its_program_is_lost_and_the_job_retried(lives: Lives, tmp_path: Path) -> None:
+    script = write_script(tmp_path, "sleeps.sh", "exec sleep 30\n")
+    job = await submit(lives.repository, script, max_attempts=2)
+    attempt = await lives.previous_life(job)
+    assert attempt.pid is not None
+    os.killpg(attempt.pid, signal.SIGKILL)
+    await asyncio.to_thread(os.waitpid, attempt.pid, 0)  # as init would reap it
 
-    first = await reconciler(repository).run_once()
-    after_first = await repository.list_attempts(claimed.job_id)
-    second = await reconciler(repository).run_once()
+    report = await lives.reconciler(lives.supervisor()).run_once()
 
-    assert (first.examined, first.lost) == (1, 1)
-    assert (second.examined, second.lost, second.ended_leftovers) == (0, 0, 0)
-    assert await repository.list_attempts(claimed.job_id) == after_first
+    assert (report.examined, report.lost, report.adopted, report.recovered) == (1, 1, 0, 0)
+    [recorded] = await attempts_of(lives.repository, job.id)
+    assert recorded.outcome is AttemptOutcome.LOST
+    assert recorded.error is not None
+    assert "no exit status" in recorded.error
+    job_after = await lives.repository.find_job(job.id)
+    assert job_after is not None
+    assert job_after.status is JobStatus.RETRIED
+
+
+async def test_a_reused_pid_is_not_adopted_nor_signalled(lives: Lives, engine: AsyncEngine, tmp_path: Path) -> None:
+    job = await submit(lives.repository, write_script(tmp_path, "true.sh", "exit 0\n"))
+    [claimed] = await lives.repository.claim_due_jobs(node_id=NODE_ID, limit=1)
+    stranger = await asyncio.create_subprocess_exec("sleep", "30", start_new_session=True)
+    try:
+        stranger_start = process_start_time(stranger.pid)
+        assert stranger_start is not None
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE attempts SET pid = :pid, process_started_at = :started WHERE id = :id"),
+                {"pid": stranger.pid, "started": stranger_start - timedelta(hours=1), "id": claimed.attempt_id},
+            )
+
+        report = await lives.reconciler(lives.supervisor()).run_once()
+
+        assert (report.lost, report.adopted, report.ended_leftovers) == (1, 0, 0)
+        assert psutil.Process(stranger.pid).status() != psutil.STATUS_ZOMBIE, "a stranger was signalled"
+        [recorded] = await attempts_of(lives.repository, job.id)
+        assert recorded.outcome is AttemptOutcome.LOST
+    finally:
+        stranger.kill()
+        await stranger.wait()
+
+
+async def test_an_attempt_that_never_got_its_process_is_lost_and_said_never_to_have_run(lives: Lives) -> None:
+    job = await submit(lives.repository, Path("/bin/true"), max_attempts=2)
+    await lives.repository.claim_due_jobs(node_id=NODE_ID, limit=1)  # the crash came before the spawn
+
+    report = await lives.reconciler(lives.supervisor()).run_once()
+
+    assert report.lost == 1
+    [recorded] = await attempts_of(lives.repository, job.id)
+    assert recorded.outcome is AttemptOutcome.LOST
+    assert recorded.error is not None
+    assert "never ran" in recorded.error
+
+
+async def test_a_keeper_that_never_got_its_go_ahead_never_runs_the_program(lives: Lives, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    script = write_script(tmp_path, "marks.sh", f"touch {marker}\n")
+    files = attempt_files(lives.output_dir, 1, 1)
+    process = lives.launcher.start(
+        ProcessSpec(
+            argv=[str(script)],
+            environment=dict(os.environ),
+            stdout_path=files.stdout,
+            stderr_path=files.stderr,
+            status_path=files.exit_status,
+        )
+    )
+
+    process.abandon()  # the service died before committing the pid
+
+    _, status = await asyncio.to_thread(os.waitpid, process.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 124
+    assert not marker.exists()
+    assert not files.exit_status.exists()
+
+
+async def test_attempts_of_other_nodes_are_left_alone_and_a_second_run_finds_nothing(lives: Lives) -> None:
+    await submit(lives.repository, Path("/bin/true"))
+    await submit(lives.repository, Path("/bin/true"))
+    [mine] = await lives.repository.claim_due_jobs(node_id=NODE_ID, limit=1)
+    [theirs] = await lives.repository.claim_due_jobs(node_id="other-node", limit=1)
+    reconciler = lives.reconciler(lives.supervisor())
+
+    first: ReconcileReport = await reconciler.run_once()
+    second = await reconciler.run_once()
+
+    assert (first.examined, second.examined) == (1, 0)
+    [other] = await attempts_of(lives.repository, theirs.job_id)
+    assert other.outcome is AttemptOutcome.RUNNING
+    [own] = await attempts_of(lives.repository, mine.job_id)
+    assert own.outcome is AttemptOutcome.LOST
+
+
+async def test_without_a_keeper_a_leftover_is_ended_so_it_never_runs_beside_its_retry(
+    lives: Lives, tmp_path: Path
+) -> None:
+    script = write_script(tmp_path, "sleeps.sh", "exec sleep 30\n")
+    job = await submit(lives.repository, script, max_attempts=2)
+    direct = ProcessLauncher(None)
+    first_life = lives.supervisor(launcher=direct)
+    await first_life.run_once()
+    attempt = await wait_for_pid(lives.repository, job.id)
+    await first_life.stop()
+    assert attempt.pid is not None
+
+    report = await lives.reconciler(lives.supervisor(launcher=direct), keeper_in_use=False).run_once()
+
+    assert (report.lost, report.ended_leftovers) == (1, 1)
+    _, status = await asyncio.to_thread(os.waitpid, attempt.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL
+    [recorded] = await attempts_of(lives.repository, job.id)
+    assert recorded.outcome is AttemptOutcome.LOST

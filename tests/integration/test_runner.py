@@ -18,14 +18,15 @@ import psutil
 import pytest
 
 from service.runner.environment import child_environment
+from service.runner.keeper import KeeperKind, keeper_command
 from service.runner.process import (
     HAS_PIDFD,
     ProcessExit,
+    ProcessLauncher,
     ProcessSpec,
     RunningProcess,
     SpawnError,
     process_start_time,
-    start_process,
 )
 from service.settings import DEFAULT_CHILD_ENVIRONMENT
 
@@ -72,8 +73,9 @@ def read_pid_file(path: Path) -> int | None:
 class ProcessTracker:
     """Starts processes for a test and makes sure none outlives it."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, launcher: ProcessLauncher) -> None:
         self._folder = folder
+        self._launcher = launcher
         self._started: list[RunningProcess] = []
         self._adopted: list[tuple[int, float]] = []
         self._count = 0
@@ -85,11 +87,13 @@ class ProcessTracker:
             environment=dict(os.environ) if environment is None else environment,
             stdout_path=self._folder / "output" / f"{self._count}.stdout",
             stderr_path=self._folder / "output" / f"{self._count}.stderr",
+            status_path=self._folder / "output" / f"{self._count}.exit-status.json",
         )
 
     def start(self, spec: ProcessSpec) -> RunningProcess:
-        process = start_process(spec)
+        process = self._launcher.start(spec)
         self._started.append(process)
+        process.release()
         return process
 
     def adopt(self, pid: int) -> float:
@@ -100,19 +104,25 @@ class ProcessTracker:
 
     def cleanup(self) -> None:
         for process in self._started:
-            popen = process._popen
             # Only a leader not yet reaped guarantees that its pid still names our group.
-            if popen.returncode is None:
+            if process.returncode is None:
                 process.kill_group()
-                popen.wait(timeout=WAIT_SECONDS)
+                os.waitpid(process.pid, 0)
         for pid, create_time in self._adopted:
             if not is_gone(pid, create_time):
                 psutil.Process(pid).kill()
 
 
+@pytest.fixture(params=[KeeperKind.NATIVE, KeeperKind.PYTHON, KeeperKind.NONE])
+def launcher(request: pytest.FixtureRequest, keeper_build_dir: Path) -> ProcessLauncher:
+    """Every runner test runs under the compiled exit keeper, its Python twin, and no keeper at all."""
+    kind: KeeperKind = request.param
+    return ProcessLauncher(keeper_command(kind, keeper_build_dir))
+
+
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[ProcessTracker]:
-    tracker = ProcessTracker(tmp_path)
+def processes(tmp_path: Path, launcher: ProcessLauncher) -> Iterator[ProcessTracker]:
+    tracker = ProcessTracker(tmp_path, launcher)
     yield tracker
     tracker.cleanup()
 
@@ -269,7 +279,7 @@ async def test_wait_reaps_the_child(processes: ProcessTracker, tmp_path: Path) -
     process_exit = await wait_for_exit(process)
 
     assert process_exit.exit_code == 3
-    assert process._popen.returncode == 3
+    assert process.returncode == 3
     with pytest.raises(ChildProcessError):
         # Reaped: the pid is no longer our child at all, not even a zombie.
         os.waitpid(process.pid, os.WNOHANG)  # noqa: ASYNC222  (WNOHANG never blocks)

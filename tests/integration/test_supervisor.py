@@ -21,8 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.db.repository import AttemptEnding, AttemptRecord, ClaimedAttempt, JobRecord, Repository
 from service.domain.identifiers import format_job_id
 from service.domain.status import AttemptOutcome, JobStatus
+from service.runner.process import ProcessLauncher
 from service.settings import DEFAULT_CHILD_ENVIRONMENT
-from service.supervisor.supervisor import Supervisor, SupervisorConfig
+from service.supervisor.paths import attempt_files
+from service.supervisor.supervisor import ShutdownMode, Supervisor, SupervisorConfig
 
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32", reason="uses /bin/sh scripts, POSIX signals and process groups"
@@ -58,6 +60,8 @@ def config(tmp_path: Path, **overrides: Any) -> SupervisorConfig:
         "retry_backoff_seconds": 0.05,
         "poll_interval_seconds": 0.2,
         "shutdown_grace_seconds": 2.0,
+        # Tests end every process they start; leaving jobs to a next start is covered by the restart tests.
+        "shutdown_mode": ShutdownMode.KILL,
         "output_dir": tmp_path / "output",
         "inherited_environment": DEFAULT_CHILD_ENVIRONMENT,
         "parent_environment": {**os.environ, "DATABASE_URL": SECRET_DATABASE_URL, "SOME_TOKEN": "s3cr3t"},
@@ -67,12 +71,14 @@ def config(tmp_path: Path, **overrides: Any) -> SupervisorConfig:
 
 
 @pytest.fixture
-async def make_supervisor(repository: Repository, tmp_path: Path) -> AsyncIterator[MakeSupervisor]:
+async def make_supervisor(
+    repository: Repository, tmp_path: Path, launcher: ProcessLauncher
+) -> AsyncIterator[MakeSupervisor]:
     """Supervisors over the test's database; each is stopped (its processes ended) when the test ends."""
     created: list[Supervisor] = []
 
     def _make(repository_override: Repository | None = None, **overrides: Any) -> Supervisor:
-        supervisor = Supervisor(repository_override or repository, config(tmp_path, **overrides))
+        supervisor = Supervisor(repository_override or repository, config(tmp_path, **overrides), launcher)
         created.append(supervisor)
         return supervisor
 
@@ -153,7 +159,7 @@ async def test_child_gets_job_identity_and_no_secrets(
 
     await run_until_final(make_supervisor(), repository, job.id)
 
-    stdout = tmp_path / "output" / format_job_id(job.id) / "attempt-1.stdout"
+    stdout = attempt_files(tmp_path / "output", job.id, 1).stdout
     received = dict(line.split("=", 1) for line in stdout.read_text(encoding="utf-8").splitlines() if "=" in line)
     assert received["JOB_ID"] == format_job_id(job.id)
     assert received["JOB_NAME"] == "env-task"
@@ -303,13 +309,13 @@ async def test_wake_starts_a_submitted_job_without_waiting_for_the_poll(
     assert time.monotonic() - submitted < poll_interval / 6
 
 
-async def test_stop_terminates_a_running_job_after_the_grace_period_and_records_it(
+async def test_stop_in_kill_mode_terminates_a_running_job_and_records_it(
     make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
 ) -> None:
-    grace = 0.5
+    grace = 5.0
     script = write_script(tmp_path, "long.sh", "sleep 30\n")
     job = await submit(repository, script, max_attempts=1)
-    supervisor = make_supervisor(shutdown_grace_seconds=grace)
+    supervisor = make_supervisor(shutdown_grace_seconds=grace, shutdown_mode=ShutdownMode.KILL)
     await supervisor.run_once()
     await wait_for_pid(repository, job.id)
 
@@ -317,12 +323,37 @@ async def test_stop_terminates_a_running_job_after_the_grace_period_and_records_
     await supervisor.stop()
     stop_took = time.monotonic() - stopping
 
-    assert grace <= stop_took < grace + 5
+    assert stop_took < grace, "SIGTERM ends a plain program at once; stop must not wait out the grace period"
     assert supervisor.running_count == 0
     [attempt] = await repository.list_attempts(job.id)
     assert attempt.outcome is AttemptOutcome.KILLED
     assert attempt.signal == signal.SIGTERM
     assert (await find_job(repository, job.id)).status is JobStatus.CRASHED
+
+
+async def test_stop_in_kill_mode_kills_a_job_that_ignores_sigterm_after_the_grace_period(
+    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+) -> None:
+    grace = 0.5
+    ready = tmp_path / "trap-installed"
+    script = write_script(tmp_path, "stubborn.sh", f"trap '' TERM\ntouch {ready}\nwhile :; do sleep 0.05; done\n")
+    job = await submit(repository, script, max_attempts=1)
+    supervisor = make_supervisor(shutdown_grace_seconds=grace, shutdown_mode=ShutdownMode.KILL)
+    await supervisor.run_once()
+
+    async def trap_installed() -> bool:
+        return ready.exists()
+
+    await wait_until(trap_installed, "the script never installed its SIGTERM trap")
+
+    stopping = time.monotonic()
+    await supervisor.stop()
+    stop_took = time.monotonic() - stopping
+
+    assert grace <= stop_took < grace + 5
+    [attempt] = await repository.list_attempts(job.id)
+    assert attempt.outcome is AttemptOutcome.KILLED
+    assert attempt.signal == signal.SIGKILL
 
 
 async def test_a_second_outcome_for_a_finished_attempt_writes_nothing(
