@@ -31,7 +31,7 @@ from service.runner.keeper import keeper_command
 from service.runner.process import ProcessLauncher
 from service.runner.program import BUNDLED_SAMPLE_JOB
 from service.settings import Settings
-from service.supervisor.node import resolve_node_id
+from service.supervisor.node import NodeLock, resolve_node_id
 from service.supervisor.reconciler import Reconciler
 from service.supervisor.supervisor import Supervisor, SupervisorConfig
 
@@ -46,6 +46,8 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        node_lock = NodeLock(settings.data_dir)
+        node_lock.acquire()
         engine = create_engine(database_url)
         try:
             await upgrade_to_head(engine)
@@ -68,26 +70,28 @@ def create_app(settings: Settings) -> Litestar:
                 ),
                 ProcessLauncher(keeper),
             )
-            await Reconciler(
-                repository,
-                supervisor,
-                output_dir=output_dir,
-                retry_backoff_seconds=settings.retry_backoff_seconds,
-                keeper_in_use=keeper is not None,
-            ).run_once()
             app.state.engine = engine
             app.state.repository = repository
             app.state.supervisor = supervisor
             app.state.job_defaults = JobDefaults(
                 program=settings.job_script_path or BUNDLED_SAMPLE_JOB, max_attempts=settings.max_attempts
             )
-            await supervisor.start()
             try:
+                # Before the first claim: adopt what a previous life left running, settle what it left behind.
+                await Reconciler(
+                    repository,
+                    supervisor,
+                    output_dir=output_dir,
+                    retry_backoff_seconds=settings.retry_backoff_seconds,
+                    keeper_in_use=keeper is not None,
+                ).run_once()
+                await supervisor.start()
                 yield
             finally:
                 await supervisor.stop()
         finally:
             await engine.dispose()
+            node_lock.release()
 
     return Litestar(
         route_handlers=[JobController, StatsController, HealthController],
