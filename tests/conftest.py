@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -91,7 +93,7 @@ async def _migrate(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server_url() -> Iterator[str]:
     """A URL to a PostgreSQL server on which the tests may create and drop databases."""
     configured = os.environ.get("TEST_DATABASE_URL")
     if configured:
@@ -100,8 +102,14 @@ def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         with _testcontainers_postgres() as url:
             yield url
     else:
-        with _embedded_postgres(tmp_path_factory.mktemp("embedded-postgres")) as url:
-            yield url
+        # Not under pytest's basetemp: another pytest run resets that to mode 0700, and the server runs as its own
+        # user (embedded_postgres) when we are root, so it would lose access to its folder.
+        folder = Path(tempfile.mkdtemp(prefix="jobmanager-test-postgres-"))
+        try:
+            with _embedded_postgres(folder) as url:
+                yield url
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

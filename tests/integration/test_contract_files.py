@@ -1,0 +1,200 @@
+"""The files a user reads or imports agree with the code: Postman collection, README queries, compose file, .env."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+from litestar.handlers import HTTPRouteHandler
+from litestar.routes import HTTPRoute
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.app import create_app
+from service.db.repository import AttemptEnding, Repository
+from service.domain.status import AttemptOutcome
+from service.settings import Settings
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+POSTMAN_COLLECTION = REPOSITORY_ROOT / "postman_collection.json"
+README = REPOSITORY_ROOT / "README.md"
+PSQL_SECTION_HEADING = "## Analysing history with psql"
+COMPOSE_FILE = REPOSITORY_ROOT / "docker-compose.yml"
+ENV_EXAMPLE = REPOSITORY_ROOT / ".env.example"
+COMPOSE_CONFIG_SECONDS = 60
+
+# Path parameters in either notation: Litestar's `{job_id:str}`, Postman's `{{jobId}}` and `:jobId`.
+_PATH_PARAMETER = re.compile(r"^(\{\{[^}]+\}\}|\{[^}]+\}|:[A-Za-z_]\w*)$")
+_AUTOMATIC_METHODS = frozenset({"OPTIONS", "HEAD"})  # Litestar answers these for every route by itself
+
+
+def path_template(segments: list[str]) -> str:
+    """`/jobs/{}` for both `/jobs/{job_id:str}` and `/jobs/{{jobId}}`."""
+    return "/" + "/".join("{}" if _PATH_PARAMETER.match(segment) else segment for segment in segments if segment)
+
+
+def is_documentation(path: str) -> bool:
+    return path == "/schema" or path.startswith("/schema/")
+
+
+@pytest.fixture
+def app_routes(make_settings: Callable[..., Settings]) -> dict[tuple[str, str], HTTPRouteHandler]:
+    """(method, path template) → handler, for every HTTP route of the real app, API documentation included."""
+    routes: dict[tuple[str, str], HTTPRouteHandler] = {}
+    for route in create_app(make_settings()).routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if not isinstance(handler, HTTPRouteHandler):
+                continue
+            for method in set(handler.http_methods) - _AUTOMATIC_METHODS:
+                routes[(method, path_template(route.path.split("/")))] = handler
+    return routes
+
+
+def postman_requests(items: list[dict[str, Any]], folder: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """(name, request) for every request of a Postman v2.1 collection, folders included."""
+    for item in items:
+        name = f"{folder}/{item.get('name', '?')}"
+        if "item" in item:
+            yield from postman_requests(item["item"], name)
+        if "request" in item:
+            yield name, item["request"]
+
+
+def postman_route(request: dict[str, Any]) -> tuple[str, str, list[str]]:
+    """(method, path template, query parameter names) of one request."""
+    method = str(request.get("method", "GET")).upper()
+    url = request["url"]
+    if isinstance(url, str):
+        url = {"raw": url}
+    if "path" in url:
+        segments = [segment if isinstance(segment, str) else str(segment["value"]) for segment in url["path"]]
+        query = [str(parameter["key"]) for parameter in url.get("query", []) if not parameter.get("disabled")]
+    else:
+        raw = re.sub(r"^(\{\{[^}]+\}\}|https?://[^/]+)", "", url["raw"])
+        path, _, query_string = raw.partition("?")
+        segments = path.split("/")
+        query = [key for key, _ in parse_qsl(query_string, keep_blank_values=True)]
+    return method, path_template(segments), query
+
+
+def test_postman_collection_matches_the_routes(app_routes: dict[tuple[str, str], HTTPRouteHandler]) -> None:
+    assert POSTMAN_COLLECTION.is_file(), f"{POSTMAN_COLLECTION.name} is missing at the repository root"
+    collection = json.loads(POSTMAN_COLLECTION.read_text(encoding="utf-8"))
+    assert "v2.1" in collection["info"]["schema"], "expected a Postman v2.1 collection"
+    requests = list(postman_requests(collection["item"]))
+    assert requests, "the collection has no request"
+
+    covered = set()
+    for name, request in requests:
+        method, template, query = postman_route(request)
+        handler = app_routes.get((method, template))
+        assert handler is not None, f"{name}: {method} {template} is not a route of the app"
+        accepted = set(inspect.signature(handler.fn).parameters)
+        unknown = set(query) - accepted
+        assert not unknown, f"{name}: query parameter(s) {sorted(unknown)} are not taken by {method} {template}"
+        covered.add((method, template))
+
+    # The documentation routes (/schema...) may appear in the collection but need not.
+    missing = sorted(route for route in set(app_routes) - covered if not is_documentation(route[1]))
+    assert not missing, f"routes without a request in {POSTMAN_COLLECTION.name}: {missing}"
+
+
+def readme_psql_queries() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    heading = re.search(rf"^{re.escape(PSQL_SECTION_HEADING)}[ \t]*$", text, flags=re.MULTILINE)
+    assert heading is not None, f"README.md has no {PSQL_SECTION_HEADING!r} section"
+    section = text[heading.end() :]
+    following = re.search(r"^## ", section, flags=re.MULTILINE)
+    if following:
+        section = section[: following.start()]
+    return [block.strip() for block in re.findall(r"^```sql[ \t]*\n(.*?)^```", section, flags=re.MULTILINE | re.DOTALL)]
+
+
+async def seed_history(repository: Repository) -> None:
+    """Jobs that ended every common way, with real claims and attempts: a success, a crash after a retry, a job
+    killed then retried and still running, and one waiting in the queue."""
+    now = datetime.now(UTC)
+
+    async def end(
+        attempt_id: int, outcome: AttemptOutcome, *, exit_code: int | None, signal: int | None = None, duration_ms: int
+    ) -> None:
+        ending = AttemptEnding(
+            outcome=outcome, finished_at=now, exit_code=exit_code, signal=signal, duration_ms=duration_ms
+        )
+        assert await repository.record_outcome(attempt_id=attempt_id, ending=ending, retry_backoff_seconds=0)
+
+    for name, arguments in (
+        ("task-123", ["input1", "output2"]),
+        ("nightly-report-for-march", []),
+        ("cleanup", ["--all"]),
+    ):
+        await repository.submit_job(name=name, program="/usr/bin/true", arguments=arguments, max_attempts=2)
+    first_round = await repository.claim_due_jobs(node_id="node-a", limit=10)
+    assert len(first_round) == 3
+    for number, attempt in enumerate(first_round):
+        await repository.record_process_started(
+            attempt_id=attempt.attempt_id, pid=4000 + number, process_started_at=now, started_at=now
+        )
+    succeeded, failed, killed = first_round
+    await end(succeeded.attempt_id, AttemptOutcome.SUCCEEDED, exit_code=0, duration_ms=1500)
+    await end(failed.attempt_id, AttemptOutcome.FAILED, exit_code=1, duration_ms=200)
+    await end(killed.attempt_id, AttemptOutcome.KILLED, exit_code=None, signal=9, duration_ms=50)
+
+    second_round = await repository.claim_due_jobs(node_id="node-b", limit=10)
+    assert sorted(attempt.job_id for attempt in second_round) == sorted([failed.job_id, killed.job_id])
+    retry_of_failed = next(attempt for attempt in second_round if attempt.job_id == failed.job_id)
+    await end(retry_of_failed.attempt_id, AttemptOutcome.FAILED, exit_code=2, duration_ms=300)
+
+    await repository.submit_job(name="queued-job-9", program="/usr/bin/true", arguments=["a", "b"], max_attempts=2)
+
+
+async def test_readme_psql_queries_run_on_a_real_history(engine: AsyncEngine, repository: Repository) -> None:
+    assert README.is_file(), "README.md is missing"
+    queries = readme_psql_queries()
+    assert len(queries) >= 3, f"expected at least 3 ```sql blocks under {PSQL_SECTION_HEADING!r}, found {len(queries)}"
+    await seed_history(repository)
+
+    async with engine.connect() as connection:
+        for query in queries:
+            # Exactly what a psql user would paste, sent as it is (no SQLAlchemy parameter parsing).
+            result = await connection.exec_driver_sql(query)
+            assert result.returns_rows, f"README query returns no rows at all:\n{query}"
+            assert len(result.keys()) >= 1, f"README query returns no column:\n{query}"
+            result.fetchall()
+        await connection.rollback()
+
+
+def test_docker_compose_config_accepts_the_compose_file() -> None:
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.skip("the docker-compose command is not installed (Debian package docker-compose); no engine needed")
+    assert COMPOSE_FILE.is_file(), "docker-compose.yml is missing at the repository root"
+    completed = subprocess.run(
+        [compose, "-f", str(COMPOSE_FILE), "config"],
+        cwd=REPOSITORY_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=COMPOSE_CONFIG_SECONDS,
+        check=False,
+    )
+    assert completed.returncode == 0, f"docker-compose config failed:\n{completed.stderr}\n{completed.stdout}"
+
+
+def test_env_example_documents_every_setting() -> None:
+    assert ENV_EXAMPLE.is_file(), ".env.example is missing at the repository root"
+    # Active (`NAME=value`) or commented out (`# NAME=value`) both document the variable.
+    documented = set(
+        re.findall(r"^[ \t]*#?[ \t]*([A-Z][A-Z0-9_]*)[ \t]*=", ENV_EXAMPLE.read_text("utf-8"), re.MULTILINE)
+    )
+    missing = sorted(name.upper() for name in Settings.model_fields if name.upper() not in documented)
+    assert not missing, f".env.example does not mention {missing}"
