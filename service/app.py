@@ -31,6 +31,7 @@ from service.runner.keeper import keeper_command
 from service.runner.process import ProcessLauncher
 from service.runner.program import BUNDLED_SAMPLE_JOB
 from service.settings import Settings
+from service.supervisor.listener import DueJobListener
 from service.supervisor.node import NodeLock, resolve_node_id
 from service.supervisor.reconciler import Reconciler
 from service.supervisor.supervisor import Supervisor, SupervisorConfig
@@ -76,6 +77,7 @@ def create_app(settings: Settings) -> Litestar:
             app.state.job_defaults = JobDefaults(
                 program=settings.job_script_path or BUNDLED_SAMPLE_JOB, max_attempts=settings.max_attempts
             )
+            listener = DueJobListener(database_url, supervisor.wake)
             try:
                 # Before the first claim: adopt what a previous life left running, settle what it left behind.
                 await Reconciler(
@@ -86,8 +88,10 @@ def create_app(settings: Settings) -> Litestar:
                     keeper_in_use=keeper is not None,
                 ).run_once()
                 await supervisor.start()
+                await listener.start()
                 yield
             finally:
+                await listener.stop()
                 await supervisor.stop()
         finally:
             await engine.dispose()

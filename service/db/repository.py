@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.db.notifications import JOBS_DUE_CHANNEL
 from service.domain.status import (
     STATUS_WHEN_ATTEMPT_STARTS,
     STATUSES_WITH_ATTEMPT_IN_FLIGHT,
@@ -140,7 +141,10 @@ class Repository:
                     "max_attempts": max_attempts,
                 },
             )
-            return _job(result.one())
+            job = _job(result.one())
+            # Delivered at commit, to every node's listener: the other nodes can claim it at once.
+            await connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": JOBS_DUE_CHANNEL})
+            return job
 
     async def find_job(self, job_id: int) -> JobRecord | None:
         async with self._engine.connect() as connection:

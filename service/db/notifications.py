@@ -1,0 +1,47 @@
+"""PostgreSQL LISTEN/NOTIFY: how one node tells the others that a job is waiting to be claimed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import asyncpg
+
+from service.db.engine import libpq_url
+
+# Sent (by submit_job, in the job's own transaction) whenever a job becomes due. The payload is empty: a woken
+# supervisor claims whatever is due, so nothing is lost when notifications are coalesced.
+JOBS_DUE_CHANNEL = "jobmanager_jobs_due"
+
+
+class NotificationConnection:
+    """A dedicated connection that LISTENs on one channel and calls `on_notify` for each notification."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
+
+    @classmethod
+    async def open(
+        cls, database_url: str, channel: str, on_notify: Callable[[], None], on_lost: Callable[[], None]
+    ) -> NotificationConnection:
+        connection = await asyncpg.connect(libpq_url(database_url))
+
+        def _notified(_connection: object, _pid: int, _channel: str, _payload: str) -> None:
+            on_notify()
+
+        def _terminated(_connection: object) -> None:
+            on_lost()
+
+        await connection.add_listener(channel, _notified)
+        connection.add_termination_listener(_terminated)
+        return cls(connection)
+
+    @property
+    def is_closed(self) -> bool:
+        return bool(self._connection.is_closed())
+
+    async def check(self) -> None:
+        """Raise if the server is unreachable (a dead connection does not always notice by itself)."""
+        await self._connection.execute("SELECT 1")
+
+    async def close(self) -> None:
+        await self._connection.close(timeout=5)
