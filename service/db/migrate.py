@@ -25,7 +25,8 @@ def alembic_config() -> Config:
 def _upgrade_on(connection: Connection) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    # "heads": every branch of the migration graph, so independently written migrations can meet before merging.
+    command.upgrade(config, "heads")
 
 
 async def upgrade_to_head(engine: AsyncEngine) -> None:
