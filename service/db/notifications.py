@@ -31,7 +31,11 @@ class NotificationConnection:
         def _terminated(_connection: object) -> None:
             on_lost()
 
-        await connection.add_listener(channel, _notified)
+        try:
+            await connection.add_listener(channel, _notified)
+        except BaseException:
+            connection.terminate()  # cancelled (a quick shutdown) or failed half-way: never leak the connection
+            raise
         connection.add_termination_listener(_terminated)
         return cls(connection)
 
@@ -44,4 +48,8 @@ class NotificationConnection:
         await self._connection.execute("SELECT 1")
 
     async def close(self) -> None:
-        await self._connection.close(timeout=5)
+        try:
+            await self._connection.close(timeout=5)
+        except BaseException:
+            self._connection.terminate()
+            raise
