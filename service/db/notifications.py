@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import asyncpg
@@ -11,6 +12,11 @@ from service.db.engine import libpq_url
 # Sent (by submit_job, in the job's own transaction) whenever a job becomes due. The payload is empty: a woken
 # supervisor claims whatever is due, so nothing is lost when notifications are coalesced.
 JOBS_DUE_CHANNEL = "jobmanager_jobs_due"
+
+
+def _terminate_if_connected(connecting: asyncio.Future[asyncpg.Connection]) -> None:
+    if not connecting.cancelled() and connecting.exception() is None:
+        connecting.result().terminate()
 
 
 class NotificationConnection:
@@ -23,7 +29,13 @@ class NotificationConnection:
     async def open(
         cls, database_url: str, channel: str, on_notify: Callable[[], None], on_lost: Callable[[], None]
     ) -> NotificationConnection:
-        connection = await asyncpg.connect(libpq_url(database_url))
+        connecting = asyncio.ensure_future(asyncpg.connect(libpq_url(database_url)))
+        try:
+            connection = await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            # Let the connect finish on its own and close what it opens, rather than abandon it half-open.
+            connecting.add_done_callback(_terminate_if_connected)
+            raise
 
         def _notified(_connection: object, _pid: int, _channel: str, _payload: str) -> None:
             on_notify()
