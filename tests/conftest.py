@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 TEMPLATE_DATABASE = f"jobmanager_template_{os.getpid()}"
 
+pytest_plugins = ["tests.support.server"]
+
 
 def _docker_engine_answers() -> bool:
     try:

@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 
-from service.settings import Settings
+from tests.support.jobs import executions_of, wait_until_final
+from tests.support.server import ServerStarter, free_port, service_environment
 
 pytestmark = pytest.mark.e2e
-
-REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
-STARTUP_SECONDS = 30.0
-STOP_SECONDS = 15.0
-JOBS_SECONDS = 30.0
-FINAL_STATUSES = frozenset({"completed", "crashed", "cancelled"})
 
 # Records each run as "<JOB_ID> <JOB_ATTEMPT>" in the file named by its first argument, then exits with the code
 # given as its second. The sleep makes runs overlap and gives every attempt a measurable duration.
@@ -43,106 +32,6 @@ time.sleep(0.2)
 sys.exit(int(sys.argv[2]))
 '''
 JOB_SLEEP_MS = 200
-
-T = TypeVar("T")
-
-
-def wait_until(condition: Callable[[], T | None], *, timeout: float, message: Callable[[], str]) -> T:
-    """Poll `condition` until it returns something other than None; fail with `message()` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {message()}")
-        time.sleep(0.1)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def service_environment(**variables: str) -> dict[str, str]:
-    """This environment without anything that configures the service (or a job), plus `variables`."""
-    configuring = {name.upper() for name in Settings.model_fields}
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if name.upper() not in configuring and not name.upper().startswith("JOB_")
-    }
-    # The server must run the code under test, wherever the package happens to be installed from.
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY_ROOT), os.environ.get("PYTHONPATH")]))
-    environment.update(variables)
-    return environment
-
-
-@dataclass
-class ServerProcess:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    output_path: Path
-
-    def output(self) -> str:
-        return self.output_path.read_text(encoding="utf-8", errors="replace")
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=5.0)
-
-    def wait_until_healthy(self) -> dict[str, Any]:
-        def healthy() -> dict[str, Any] | None:
-            if self.process.poll() is not None:
-                pytest.fail(f"the server exited with {self.process.returncode} while starting:\n{self.output()}")
-            try:
-                response = httpx.get(f"{self.base_url}/health", timeout=2.0)
-            except httpx.TransportError:
-                return None
-            body: dict[str, Any] = response.json()
-            return body if response.status_code == 200 else None
-
-        return wait_until(healthy, timeout=STARTUP_SECONDS, message=lambda: f"GET /health is 200\n{self.output()}")
-
-    def stop(self) -> int:
-        """SIGTERM, as a service manager would send it; returns the exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the server did not exit within {STOP_SECONDS:.0f} s of SIGTERM:\n{self.output()}")
-
-
-StartServer = Callable[[dict[str, str]], ServerProcess]
-
-
-@pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[StartServer]:
-    """Starts `python -m service` in its own process group; whatever is still running at teardown is killed."""
-    started: list[ServerProcess] = []
-
-    def _start(environment: dict[str, str]) -> ServerProcess:
-        output_path = tmp_path / f"server-{len(started) + 1}.out"
-        with output_path.open("wb") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "service"],
-                cwd=tmp_path,  # not the repository: a developer's `.env` there must not configure the server
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        server = ServerProcess(process, f"http://127.0.0.1:{environment['PORT']}", output_path)
-        started.append(server)
-        return server
-
-    yield _start
-    for server in started:
-        if server.process.poll() is None:
-            os.killpg(server.process.pid, signal.SIGKILL)
-            server.process.wait(timeout=STOP_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -165,28 +54,6 @@ def submit(client: httpx.Client, name: str, executions: Path, exit_code: int) ->
     assert body["jobName"] == name
     assert body["args"] == [str(executions), str(exit_code)]
     return SubmittedJob(body["jobId"], name, exit_code)
-
-
-def wait_until_final(client: httpx.Client, jobs: list[SubmittedJob]) -> dict[str, dict[str, Any]]:
-    """GET /jobs once every one of `jobs` is final; returns them by jobId."""
-    wanted = {job.job_id for job in jobs}
-    last_seen: dict[str, str] = {}
-
-    def all_final() -> dict[str, dict[str, Any]] | None:
-        response = client.get("/jobs", params={"limit": 1000})
-        assert response.status_code == 200, response.text
-        listed = {item["jobId"]: item for item in response.json() if item["jobId"] in wanted}
-        last_seen.update({job_id: item["status"] for job_id, item in listed.items()})
-        if listed.keys() == wanted and all(item["status"] in FINAL_STATUSES for item in listed.values()):
-            return listed
-        return None
-
-    return wait_until(all_final, timeout=JOBS_SECONDS, message=lambda: f"all jobs final; last seen {last_seen}")
-
-
-def executions_of(executions: Path) -> Counter[tuple[str, int]]:
-    lines = executions.read_text(encoding="utf-8").splitlines() if executions.exists() else []
-    return Counter((job_id, int(attempt)) for job_id, attempt in (line.split() for line in lines))
 
 
 def history(client: httpx.Client) -> list[tuple[Any, ...]]:
@@ -227,7 +94,7 @@ def expected_stats(jobs: list[SubmittedJob], attempt_durations: dict[tuple[str, 
 
 
 def test_jobs_run_are_reported_and_survive_a_restart(
-    database_url: str, start_server: StartServer, tmp_path: Path
+    database_url: str, start_server: ServerStarter, tmp_path: Path
 ) -> None:
     script = tmp_path / "record_and_exit.py"
     script.write_text(JOB_SCRIPT, encoding="utf-8")
@@ -256,7 +123,7 @@ def test_jobs_run_are_reported_and_survive_a_restart(
             submit(client, "task-124", executions, 1),
             submit(client, "cleanup-old-files", executions, 1),
         ]
-        listed = wait_until_final(client, jobs)
+        listed = wait_until_final(client, [job.job_id for job in jobs])
 
         for job in jobs:
             item = listed[job.job_id]
@@ -313,7 +180,7 @@ def test_jobs_run_are_reported_and_survive_a_restart(
         assert client.get("/stats").json()["totalJobs"] == len(jobs)
 
         newcomer = submit(client, "after-restart-1", executions, 0)
-        assert wait_until_final(client, [newcomer])[newcomer.job_id]["status"] == "completed"
+        assert wait_until_final(client, [newcomer.job_id])[newcomer.job_id]["status"] == "completed"
         assert executions_of(executions)[(newcomer.job_id, 1)] == 1
         assert history(client)[1:] == before_restart
     assert restarted.stop() == 0, restarted.output()
