@@ -1,73 +1,206 @@
-"""Evaluating every pattern in one SQL statement (FILTER aggregates over `attempt_facts`) and shaping the result."""
+"""The SQL of /stats: one statement that turns attempt facts into counts per pattern and per breakdown.
+
+Its output has the shape of the rollup table, `(program, dimension, key, total, successes)`, whether it scans all of
+`attempt_facts` (a rebuild), the attempts finished since the last fold, or a filtered window (answered directly).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from service.stats.patterns import PATTERNS, Pattern
-
-
-@dataclass(frozen=True, slots=True)
-class PatternResult:
-    pattern: Pattern
-    match_count: int
-    success_count: int
-
-    @property
-    def success_rate(self) -> float:
-        return self.success_count / self.match_count if self.match_count else 0.0
+from service.stats.filters import StatsFilters
+from service.stats.patterns import Pattern
 
 
 @dataclass(frozen=True, slots=True)
-class StatsSnapshot:
-    total_jobs: int
-    finished_attempts: int
-    successful_attempts: int
-    patterns: list[PatternResult]
+class Dimension:
+    """A breakdown: the attempt_facts columns it groups by, and the JSON key a group is known by."""
 
-    @property
-    def overall_success_rate(self) -> float:
-        return self.successful_attempts / self.finished_attempts if self.finished_attempts else 0.0
+    name: str
+    columns: tuple[str, ...]
+    key: str
+    """SQL building a jsonb value from `columns`."""
 
 
-def build_stats_sql(patterns: Sequence[Pattern]) -> str:
-    """One SELECT: the totals, then a match count and a success count per pattern."""
-    per_pattern = ",\n".join(
-        f"count(*) FILTER (WHERE {p.condition}) AS {p.id}_matches,\n"
-        f"count(*) FILTER (WHERE ({p.condition}) AND succeeded) AS {p.id}_successes"
+ALL = "all"
+PATTERN = "pattern"
+JOBS = "jobs"
+DIMENSIONS: tuple[Dimension, ...] = (
+    Dimension(ALL, (), "'null'::jsonb"),
+    Dimension("attempt_number", ("attempt_number",), "to_jsonb(attempt_number)"),
+    Dimension(
+        "outcome",
+        ("outcome", "exit_code", "signal"),
+        "jsonb_build_object('outcome', outcome, 'exitCode', exit_code, 'signal', signal)",
+    ),
+    Dimension("name_family", ("name_family",), "to_jsonb(name_family)"),
+    Dimension("node", ("node_id",), "to_jsonb(node_id)"),
+    Dimension("hour", ("hour_of_day",), "to_jsonb(hour_of_day)"),
+    Dimension("duration_bucket", ("duration_bucket",), "to_jsonb(duration_bucket)"),
+)
+_FACT_COLUMNS = ("program", "succeeded", *dict.fromkeys(c for d in DIMENSIONS for c in d.columns))
+
+
+@dataclass(frozen=True, slots=True)
+class CountRow:
+    """One row of the rollup's shape: `total` attempts (jobs, for the jobs dimension), `successes` among them."""
+
+    program: str
+    dimension: str
+    key: Any
+    """The decoded JSON key: None, a pattern id, an hour, {"outcome": ..., "exitCode": ..., "signal": ...}, ..."""
+    total: int
+    successes: int
+
+
+def counts_sql(
+    patterns: Sequence[Pattern],
+    *,
+    facts_where: str,
+    jobs_source: str,
+    facts_from: str = "attempt_facts",
+    leading_ctes: str = "",
+    insert_into: str = "",
+    on_conflict: str = "",
+) -> str:
+    """One statement producing count rows from the attempt_facts rows (`facts_from`) that satisfy `facts_where`.
+
+    `jobs_source` is a SELECT of `(program, status, retried, jobs)` rows, summed into the jobs dimension. The
+    patterns are FILTER aggregates of one pass over the facts; each breakdown is a GROUP BY over the same
+    (materialized) facts.
+    `leading_ctes` (ending with a comma), `insert_into` and `on_conflict` turn the SELECT into a fold or a rebuild.
+    """
+    flags = "".join(f",\n coalesce(({p.condition}), false) AS matches_{p.id}" for p in patterns)
+    per_pattern = "".join(
+        f",\n count(*) FILTER (WHERE matches_{p.id}) AS matches_{p.id}"
+        f",\n count(*) FILTER (WHERE matches_{p.id} AND succeeded) AS successes_{p.id}"
         for p in patterns
     )
+    unpivot = ", ".join(f"('{p.id}', matches_{p.id}, successes_{p.id})" for p in patterns)
+    pattern_rows = (
+        f"""
+        SELECT program, '{PATTERN}', to_jsonb(p.id), p.total, p.successes
+        FROM pattern_counts CROSS JOIN LATERAL (VALUES {unpivot}) AS p (id, total, successes)
+        UNION ALL"""
+        if patterns
+        else ""
+    )
+    breakdowns = "\n        UNION ALL".join(
+        f"""
+        SELECT program, '{d.name}', coalesce({d.key}, 'null'), count(*), count(*) FILTER (WHERE succeeded)
+        FROM facts GROUP BY {", ".join(("program", *d.columns))}"""
+        for d in DIMENSIONS
+    )
     return f"""
-        SELECT
-            (SELECT count(*) FROM jobs) AS total_jobs,
-            count(*) AS finished_attempts,
-            count(*) FILTER (WHERE succeeded) AS successful_attempts,
-            {per_pattern}
-        FROM attempt_facts
+        WITH {leading_ctes}
+        facts AS MATERIALIZED (
+            SELECT {", ".join(_FACT_COLUMNS)}{flags}
+            FROM {facts_from}
+            WHERE {facts_where}
+        ), pattern_counts AS (
+            SELECT program{per_pattern}
+            FROM facts GROUP BY program
+        ), job_counts AS (
+            {jobs_source}
+        )
+        {insert_into}
+        {pattern_rows}{breakdowns}
+        UNION ALL
+        SELECT program, '{JOBS}', jsonb_build_object('status', status, 'retried', retried), sum(jobs)::bigint, 0
+        FROM job_counts GROUP BY program, status, retried
+        {on_conflict}
     """
 
 
-def difference_from_average(rate: float, average: float) -> str:
-    """The relative difference as a signed whole percent: 0.83 against 0.72 is "+15%"."""
-    if average == 0:
-        return "0%"
-    percent = round((rate - average) / average * 100)
-    return f"{percent:+d}%" if percent else "0%"
+_JOBS_BY_STATUS = """
+    SELECT program, status, attempts_count > 1 AS retried, count(*) AS jobs FROM jobs WHERE {where} GROUP BY 1, 2, 3
+"""
+_ROLLUP_COLUMNS = "INSERT INTO stats_rollup AS r (program, dimension, key, total, successes)"
+_ADD_TO_EXISTING = """
+    ON CONFLICT (program, dimension, key) DO UPDATE
+    SET total = r.total + excluded.total, successes = r.successes + excluded.successes
+"""
 
 
-async def compute_stats(engine: AsyncEngine, patterns: Sequence[Pattern] = PATTERNS) -> StatsSnapshot:
-    async with engine.connect() as connection:
-        row = (await connection.execute(text(build_stats_sql(patterns)))).one()._mapping
-    return StatsSnapshot(
-        total_jobs=row["total_jobs"],
-        finished_attempts=row["finished_attempts"],
-        successful_attempts=row["successful_attempts"],
-        patterns=[
-            PatternResult(pattern=p, match_count=row[f"{p.id}_matches"], success_count=row[f"{p.id}_successes"])
-            for p in patterns
-        ],
+def fold_sql(patterns: Sequence[Pattern]) -> str:
+    """Consume the queues and add what they hold to the rollup, in one statement (one snapshot)."""
+    return counts_sql(
+        patterns,
+        leading_ctes="""
+            consumed_attempts AS (
+                DELETE FROM stats_rollup_pending_attempts RETURNING attempt_id AS pending_attempt_id
+            ),
+            consumed_jobs AS (DELETE FROM stats_rollup_pending_jobs RETURNING program, status, retried, jobs),
+        """,
+        # OFFSET 0 keeps this a lookup per queued attempt: the planner cannot turn it into a scan of all attempts
+        # because of a stale estimate of the queue's size.
+        facts_from="""
+            consumed_attempts CROSS JOIN LATERAL (
+                SELECT * FROM attempt_facts WHERE attempt_facts.attempt_id = pending_attempt_id OFFSET 0
+            ) AS attempt_facts
+        """,
+        facts_where="true",
+        jobs_source="SELECT program, status, retried, jobs FROM consumed_jobs",
+        insert_into=_ROLLUP_COLUMNS,
+        on_conflict=_ADD_TO_EXISTING,
     )
+
+
+def rebuild_sql(patterns: Sequence[Pattern]) -> str:
+    """Empty the queues and count every finished attempt and every job, in one statement (one snapshot)."""
+    return counts_sql(
+        patterns,
+        leading_ctes="""
+            cleared_attempts AS (DELETE FROM stats_rollup_pending_attempts),
+            cleared_jobs AS (DELETE FROM stats_rollup_pending_jobs),
+            cleared_invalidations AS (DELETE FROM stats_rollup_invalidations),
+        """,
+        facts_where="true",
+        jobs_source=_JOBS_BY_STATUS.format(where="true"),
+        insert_into=_ROLLUP_COLUMNS,
+    )
+
+
+def scan_sql(patterns: Sequence[Pattern], filters: StatsFilters) -> tuple[str, dict[str, object]]:
+    """Count rows for a filtered request straight from attempt_facts and jobs, leaving the rollup alone."""
+    facts_where, parameters = filters.attempt_conditions()
+    jobs_where, _ = filters.job_conditions()
+    counts = counts_sql(
+        patterns,
+        facts_where=facts_where,
+        jobs_source=_JOBS_BY_STATUS.format(where=jobs_where),
+    )
+    sql = f"""
+        SELECT program, dimension, key::text AS key, total, successes
+        FROM ({counts}) AS counts (program, dimension, key, total, successes)
+    """
+    return sql, parameters
+
+
+def decode_rows(rows: Sequence[Any]) -> list[CountRow]:
+    """Rows of `(program, dimension, key as JSON text, total, successes)` as CountRows."""
+    return [
+        CountRow(
+            program=row.program,
+            dimension=row.dimension,
+            key=json.loads(row.key),
+            total=int(row.total),
+            successes=int(row.successes),
+        )
+        for row in rows
+    ]
+
+
+def registry_fingerprint(patterns: Sequence[Pattern]) -> str:
+    """Changes whenever what the rollup would contain changes on the Python side: the patterns or the dimensions."""
+    material = json.dumps(
+        {
+            "patterns": [[p.id, p.condition] for p in patterns],
+            "dimensions": [[d.name, d.columns, d.key] for d in DIMENSIONS],
+        }
+    )
+    return hashlib.sha256(material.encode()).hexdigest()[:16]

@@ -1,0 +1,217 @@
+"""GET /stats at a million attempts: p50 and p95 latency, against GET /health measured in the same run.
+
+    python -m bench.stats [--attempts 1000000] [--requests 200] [--seed 1]
+
+Seeds a fresh database with `jobmanager bench seed --attempts N` (the real command, progress bar and all), starts
+the real server (`python -m service`) on it, and times, with one HTTP client, alternating requests:
+
+- GET /health (one `SELECT 1`: the HTTP + database round trip every request pays) - the baseline;
+- GET /stats (the rollup; nothing finished since the last request);
+- GET /stats after 200 more attempts finished (the rollup folds them first);
+- GET /stats?namePrefix=task and ?since=24h (a scan of the matching attempts), and ?since=3650d (a scan of
+  everything: what every request would cost without the rollup).
+
+Goal (issue 5): GET /stats p95 <= 100 ms at 1 M attempts. Results go to bench/results/stats.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench.harness import SERVICE_VARIABLES, ServerProcess, fresh_database, postgres_server, write_results
+
+GOAL_P95_MS = 100.0
+WARM_UP_REQUESTS = 10
+FOLD_BATCH_ATTEMPTS = 200
+FOLD_REQUESTS = 20
+# A scan of the whole history takes seconds at a million attempts: a few are enough to know it.
+SCAN_REQUESTS = {"/stats?namePrefix=task": 10, "/stats?since=24h": 10, "/stats?since=3650d": 3}
+# Jobs that finish between two requests in the fold measurement: plain successes on a node of their own.
+_FINISH_MORE = """
+    WITH new_jobs AS (
+        INSERT INTO jobs (name, program, arguments, status, max_attempts, attempts_count, next_attempt_at,
+                          created_at, started_at, finished_at, exit_code)
+        SELECT 'bench-fold-' || g, '/bin/true', '{}', 'completed', 1, 1, NULL, now(), now(), now(), 0
+        FROM generate_series(1, $1) AS g
+        RETURNING id
+    )
+    INSERT INTO attempts (job_id, attempt_number, node_id, outcome, exit_code, started_at, finished_at, duration_ms)
+    SELECT id, 1, 'bench-fold-node', 'succeeded', 0, now(), now(), 5 FROM new_jobs
+"""
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile: fraction 0.95 is p95."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)] if ordered else math.nan
+
+
+def summary(milliseconds: list[float]) -> dict[str, float]:
+    return {
+        "count": len(milliseconds),
+        "p50_ms": round(percentile(milliseconds, 0.50), 2),
+        "p95_ms": round(percentile(milliseconds, 0.95), 2),
+        "max_ms": round(max(milliseconds, default=math.nan), 2),
+    }
+
+
+def timed(client: httpx.Client, path: str, check: Callable[[dict[str, Any]], None] | None = None) -> float:
+    started = time.perf_counter()
+    response = client.get(path)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    response.raise_for_status()
+    if check is not None:
+        check(response.json())
+    return elapsed_ms
+
+
+def seed(database_url: str, attempts: int, seed_value: int) -> dict[str, float]:
+    """`jobmanager bench seed` as a user runs it; its progress bar goes to this terminal."""
+    environment = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
+    environment["DATABASE_URL"] = database_url
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, "-m", "service", "bench", "seed", "--attempts", str(attempts), "--seed", str(seed_value)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    seconds = time.perf_counter() - started
+    print(completed.stdout.strip(), flush=True)
+    rollup = re.search(r"rollup took ([0-9.]+) s", completed.stdout)
+    return {"seed_seconds": round(seconds, 1), "rollup_build_seconds": float(rollup.group(1)) if rollup else math.nan}
+
+
+async def database_facts(database_url: str) -> dict[str, Any]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return {
+            "postgresql": await connection.fetchval("SHOW server_version"),
+            "jobs": await connection.fetchval("SELECT count(*) FROM jobs"),
+            "attempts": await connection.fetchval("SELECT count(*) FROM attempts"),
+            "database_size": await connection.fetchval("SELECT pg_size_pretty(pg_database_size(current_database()))"),
+        }
+    finally:
+        await connection.close()
+
+
+async def finish_more(database_url: str, count: int) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(_FINISH_MORE, count)
+    finally:
+        await connection.close()
+
+
+def measure(base_url: str, database_url: str, requests: int) -> dict[str, dict[str, float]]:
+    def from_rollup(body: dict[str, Any]) -> None:
+        assert body["computedFrom"] == "rollup", body["computedFrom"]
+
+    def from_scan(body: dict[str, Any]) -> None:
+        assert body["computedFrom"] == "scan", body["computedFrom"]
+
+    health: list[float] = []
+    stats: list[float] = []
+    with httpx.Client(base_url=base_url, timeout=300) as client:
+        for _ in range(WARM_UP_REQUESTS):
+            timed(client, "/health")
+            timed(client, "/stats")
+        # Alternating, so that a busy moment of the (shared) machine weighs on both alike.
+        for _ in range(requests):
+            health.append(timed(client, "/health"))
+            stats.append(timed(client, "/stats", from_rollup))
+        folds = []
+        for _ in range(FOLD_REQUESTS):
+            asyncio.run(finish_more(database_url, FOLD_BATCH_ATTEMPTS))
+            folds.append(timed(client, "/stats", from_rollup))
+        scans = {path: [timed(client, path, from_scan) for _ in range(count)] for path, count in SCAN_REQUESTS.items()}
+    return {
+        "health": summary(health),
+        "stats": summary(stats),
+        f"stats_after_{FOLD_BATCH_ATTEMPTS}_more_attempts": summary(folds),
+        **{path: summary(values) for path, values in scans.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--attempts", type=int, default=1_000_000, help="attempts to seed (1000000)")
+    parser.add_argument("--requests", type=int, default=200, help="timed GET /stats and GET /health each (200)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic history (1)")
+    options = parser.parse_args()
+
+    with (
+        postgres_server() as server_url,
+        fresh_database(server_url) as database_url,
+        tempfile.TemporaryDirectory(prefix="jobmanager-bench-stats-") as folder,
+    ):
+        print(f"seeding {options.attempts:,} attempts ...", flush=True)
+        seeding = seed(database_url, options.attempts, options.seed)
+        facts = asyncio.run(database_facts(database_url))
+        data_dir = Path(folder) / "data"
+        data_dir.mkdir()
+        server = ServerProcess(
+            database_url=database_url,
+            data_dir=data_dir,
+            settings={"NODE_ID": "bench-stats", "JOB_SCRIPT_PATH": "/bin/true", "LOG_LEVEL": "WARNING"},
+        )
+        server.start()
+        try:
+            print(f"timing {options.requests} x GET /stats and GET /health ...", flush=True)
+            latencies = measure(server.base_url, database_url, options.requests)
+        finally:
+            server.stop()
+
+    stats, health = latencies["stats"], latencies["health"]
+    ratios = {"p50": stats["p50_ms"] / health["p50_ms"], "p95": stats["p95_ms"] / health["p95_ms"]}
+    print()
+    print(f"{'request':<42} {'p50 ms':>9} {'p95 ms':>9} {'max ms':>9} {'p50 / health':>13}")
+    for name, figures in latencies.items():
+        print(
+            f"{name:<42} {figures['p50_ms']:>9.2f} {figures['p95_ms']:>9.2f} {figures['max_ms']:>9.2f}"
+            f" {figures['p50_ms'] / health['p50_ms']:>12.1f}x"
+        )
+    met = stats["p95_ms"] <= GOAL_P95_MS
+    print(
+        f"\nGET /stats p95 {stats['p95_ms']:.1f} ms at {facts['attempts']:,} attempts "
+        f"({ratios['p95']:.1f}x GET /health's p95): goal <= {GOAL_P95_MS:.0f} ms {'met' if met else 'MISSED'}"
+    )
+    path = write_results(
+        "stats",
+        {
+            "goal_p95_ms": GOAL_P95_MS,
+            "goal_met": met,
+            "ratios_to_health": {key: round(value, 2) for key, value in ratios.items()},
+            "latencies": latencies,
+            "seeding": seeding,
+            "history": facts,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+                "python": platform.python_version(),
+                "system": platform.platform(),
+            },
+            "options": vars(options),
+        },
+    )
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
