@@ -13,10 +13,13 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from service import __version__
+from service.api.attempts import AttemptController
 from service.api.dependencies import (
     JobDefaults,
+    OutputAccess,
     provide_engine,
     provide_job_defaults,
+    provide_output_access,
     provide_repository,
     provide_supervisor,
 )
@@ -27,9 +30,9 @@ from service.api.stats import StatsController
 from service.db.engine import create_engine, redacted_url
 from service.db.migrate import upgrade_to_head
 from service.db.repository import Repository
+from service.domain.retry import RetryPolicy
 from service.runner.keeper import keeper_command
 from service.runner.process import ProcessLauncher
-from service.runner.program import BUNDLED_SAMPLE_JOB
 from service.settings import Settings
 from service.supervisor.listener import DueJobListener
 from service.supervisor.node import NodeLock, resolve_node_id
@@ -57,17 +60,23 @@ def create_app(settings: Settings) -> Litestar:
             node_id = resolve_node_id(settings.node_id, settings.data_dir)
             output_dir = settings.data_dir / "output"
             keeper = await asyncio.to_thread(keeper_command, settings.exit_keeper, settings.data_dir / "bin")
+            retry_policy = RetryPolicy(
+                base_seconds=settings.retry_backoff_base, cap_seconds=settings.retry_backoff_cap_seconds
+            )
             supervisor = Supervisor(
                 repository,
                 SupervisorConfig(
                     node_id=node_id,
                     max_concurrent_jobs=settings.max_concurrent_jobs,
-                    retry_backoff_seconds=settings.retry_backoff_seconds,
+                    retry_policy=retry_policy,
                     poll_interval_seconds=settings.poll_interval_seconds,
                     shutdown_grace_seconds=settings.shutdown_grace_seconds,
                     shutdown_mode=settings.shutdown_mode,
                     output_dir=output_dir,
                     inherited_environment=settings.child_environment_names,
+                    cancel_grace_seconds=settings.cancel_grace_seconds,
+                    output_limit_bytes=settings.output_limit_bytes,
+                    output_tail_bytes=settings.output_tail_bytes,
                 ),
                 ProcessLauncher(keeper),
             )
@@ -75,17 +84,24 @@ def create_app(settings: Settings) -> Litestar:
             app.state.repository = repository
             app.state.supervisor = supervisor
             app.state.job_defaults = JobDefaults(
-                program=settings.job_script_path or BUNDLED_SAMPLE_JOB, max_attempts=settings.max_attempts
+                programs=settings.programs,
+                max_attempts=settings.max_attempts,
+                timeout_seconds=settings.default_timeout_seconds,
             )
-            listener = DueJobListener(database_url, supervisor.wake)
+            app.state.output_access = OutputAccess(
+                output_dir=output_dir, node_id=node_id, tail_bytes=settings.output_tail_bytes
+            )
+            # A cancel asked for on any node wakes this one too: the attempt may be running here.
+            listener = DueJobListener(database_url, supervisor.wake, on_cancel_requested=supervisor.wake)
             try:
                 # Before the first claim: adopt what a previous life left running, settle what it left behind.
                 await Reconciler(
                     repository,
                     supervisor,
                     output_dir=output_dir,
-                    retry_backoff_seconds=settings.retry_backoff_seconds,
+                    retry_policy=retry_policy,
                     keeper_in_use=keeper is not None,
+                    output_tail_bytes=settings.output_tail_bytes,
                 ).run_once()
                 await supervisor.start()
                 await listener.start()
@@ -98,11 +114,12 @@ def create_app(settings: Settings) -> Litestar:
             node_lock.release()
 
     return Litestar(
-        route_handlers=[JobController, StatsController, HealthController],
+        route_handlers=[JobController, AttemptController, StatsController, HealthController],
         dependencies={
             "repository": Provide(provide_repository, sync_to_thread=False),
             "supervisor": Provide(provide_supervisor, sync_to_thread=False),
             "job_defaults": Provide(provide_job_defaults, sync_to_thread=False),
+            "output_access": Provide(provide_output_access, sync_to_thread=False),
             "engine": Provide(provide_engine, sync_to_thread=False),
         },
         exception_handlers={HTTPException: handle_http_exception, Exception: handle_unexpected_exception},

@@ -1,4 +1,4 @@
-"""The command line: `jobmanager serve` (the default), `jobmanager db upgrade`, `jobmanager psql`."""
+"""The command line: `jobmanager serve` (the default), `db upgrade`, `psql`, and `bench seed`."""
 
 from __future__ import annotations
 
@@ -90,6 +90,16 @@ def open_psql(settings: Settings, extra_arguments: Sequence[str]) -> int:
         signal.signal(signal.SIGINT, previous_handler)
 
 
+def seed_database(settings: Settings, *, attempts: int, seed: int, days: int) -> None:
+    from service.stats.seed import run_seed  # noqa: PLC0415  (only this command needs the generator)
+
+    result = run_seed(resolve_database_url(settings), attempts, seed=seed, days=days)
+    print(
+        f"seeded {result.attempts:,} attempts of {result.jobs:,} jobs in {result.seconds:.1f} s "
+        f"(the /stats rollup took {result.rollup_seconds:.1f} s of it)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments_given = list(sys.argv[1:] if argv is None else argv)
     if arguments_given[:1] == ["psql"]:
@@ -103,6 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     db_commands.add_parser("upgrade", help="apply the Alembic migrations up to the newest")
     psql = commands.add_parser("psql", help="open psql on the configured database (embedded or not)")
     psql.add_argument("psql_arguments", nargs=argparse.REMAINDER, help="passed on to psql, e.g. -c 'SELECT 1'")
+    bench = commands.add_parser("bench", help="benchmark helpers")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True)
+    seed = bench_commands.add_parser("seed", help="add a realistic synthetic history to the configured database")
+    seed.add_argument("--attempts", type=_positive_int, default=1_000_000, help="attempts to add (default 1000000)")
+    seed.add_argument("--seed", type=int, default=1, help="the same seed gives the same history (default 1)")
+    seed.add_argument("--days", type=_positive_int, default=30, help="how far back the history reaches (default 30)")
     arguments = parser.parse_args(arguments_given)
 
     settings = load_settings()
@@ -112,4 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         upgrade_database(settings)
     elif arguments.command == "psql":
         return open_psql(settings, arguments.psql_arguments)
+    elif arguments.command == "bench":
+        seed_database(settings, attempts=arguments.attempts, seed=arguments.seed, days=arguments.days)
     return 0
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
+    return number

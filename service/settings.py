@@ -10,8 +10,14 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from service.domain.programs import DEFAULT_PROGRAM_NAME, PROGRAM_NAME_PATTERN
 from service.runner.keeper import KeeperKind
+from service.runner.program import BUNDLED_SAMPLE_JOB
 from service.supervisor.supervisor import ShutdownMode
+
+MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
+MEBIBYTE = 1024 * 1024
+DEFAULT_RETRY_BACKOFF_BASE_SECONDS = 1.0
 
 # Names a child process may inherit from the service's environment; everything else (DATABASE_URL, tokens, ...)
 # stays with the service. JOB_ENV_PASSTHROUGH adds more names.
@@ -69,7 +75,29 @@ class Settings(BaseSettings):
     )
     max_concurrent_jobs: Annotated[int, Field(ge=1, le=100_000)] = 10
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 2
-    retry_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    retry_backoff_base_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=3600,
+        description="The longest wait before a first retry; each later one may wait up to twice as long.",
+    )
+    retry_backoff_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=3600,
+        description="The older name of RETRY_BACKOFF_BASE_SECONDS, read when that one is unset.",
+    )
+    retry_backoff_cap_seconds: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    default_timeout_seconds: float | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT_SECONDS, description="timeoutSeconds of a job that gives none; unset: none."
+    )
+    cancel_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    allowed_programs: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Programs a job may name besides `default` (JOB_SCRIPT_PATH), as a JSON object name -> path.",
+    )
+    output_limit_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * MEBIBYTE)] = 10 * MEBIBYTE
+    output_tail_bytes: Annotated[int, Field(ge=0, le=16 * MEBIBYTE)] = 64 * 1024
     poll_interval_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     shutdown_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
     shutdown_mode: ShutdownMode = Field(
@@ -107,6 +135,36 @@ class Settings(BaseSettings):
         if not value.is_file():
             raise ValueError(f"{value} is not a file")
         return value.resolve()
+
+    @field_validator("allowed_programs")
+    @classmethod
+    def _named_existing_programs(cls, value: dict[str, Path]) -> dict[str, Path]:
+        resolved = {}
+        for name, path in value.items():
+            if re.fullmatch(PROGRAM_NAME_PATTERN, name) is None:
+                raise ValueError(
+                    f"program name {name!r}: use letters, digits, '.', '_', '-' (at most 63, starting with a "
+                    "letter or a digit)"
+                )
+            if name == DEFAULT_PROGRAM_NAME:
+                raise ValueError(f"{DEFAULT_PROGRAM_NAME!r} is JOB_SCRIPT_PATH's name; give this program another")
+            if not path.is_file():
+                raise ValueError(f"program {name!r}: {path} is not a file")
+            resolved[name] = path.resolve()
+        return resolved
+
+    @property
+    def retry_backoff_base(self) -> float:
+        """RETRY_BACKOFF_BASE_SECONDS, else the older RETRY_BACKOFF_SECONDS, else 1 s."""
+        for value in (self.retry_backoff_base_seconds, self.retry_backoff_seconds):
+            if value is not None:
+                return value
+        return DEFAULT_RETRY_BACKOFF_BASE_SECONDS
+
+    @property
+    def programs(self) -> dict[str, Path]:
+        """Every program a job may name, `default` first: JOB_SCRIPT_PATH (or the sample job), then the others."""
+        return {DEFAULT_PROGRAM_NAME: self.job_script_path or BUNDLED_SAMPLE_JOB, **self.allowed_programs}
 
     @property
     def child_environment_names(self) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -27,10 +28,21 @@ class SupervisorHandle(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class JobDefaults:
-    """What a submitted job gets when the request does not say."""
+    """What a submitted job may choose from, and what it gets when the request does not say."""
 
-    program: Path
+    programs: Mapping[str, Path]
+    """Every program a job may name (`default` is JOB_SCRIPT_PATH), to its absolute path."""
     max_attempts: int
+    timeout_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputAccess:
+    """Where this node keeps the output of the attempts it ran, and how much of it the attempt rows hold."""
+
+    output_dir: Path
+    node_id: str
+    tail_bytes: int
 
 
 def provide_repository(state: State) -> Repository:
@@ -46,6 +58,11 @@ def provide_supervisor(state: State) -> SupervisorHandle:
 def provide_job_defaults(state: State) -> JobDefaults:
     defaults: JobDefaults = state.job_defaults
     return defaults
+
+
+def provide_output_access(state: State) -> OutputAccess:
+    access: OutputAccess = state.output_access
+    return access
 
 
 def provide_engine(state: State) -> AsyncEngine:

@@ -7,8 +7,10 @@ import re
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +20,32 @@ _UNKNOWN_FIELD = re.compile(r"unknown field `(?P<name>[^`]+)`")
 _MISSING_FIELD = re.compile(r"missing required field `(?P<name>[^`]+)`")
 # The names Litestar and msgspec give the request body as a whole.
 _WHOLE_BODY_KEYS = ("", "data", "$")
+
+
+class FieldErrorRead(msgspec.Struct):
+    field: str
+    """As the client wrote it: `arguments[3]`, `createdAfter`, `Idempotency-Key`."""
+    message: str
+    source: str
+    """body, query, path or header."""
+
+
+class ProblemRead(msgspec.Struct):
+    """RFC 9457 problem details, as every error is sent (for the OpenAPI document)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    errors: list[FieldErrorRead] | None = None
+
+
+def problem_response(description: str) -> ResponseSpec:
+    """An error response of a route, documented in OpenAPI as problem details."""
+    return ResponseSpec(
+        data_container=ProblemRead, description=description, media_type=PROBLEM_JSON, generate_examples=False
+    )
 
 
 class ProblemError(HTTPException):
@@ -51,6 +79,11 @@ def _field_path(key: str) -> str:
     return re.sub(r"\.(\d+)", r"[\1]", key)
 
 
+def _camel_case(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(part.capitalize() for part in rest)
+
+
 def _source_name(source: object) -> str:
     """Litestar gives a ParamType enum for query and path parameters, and a plain string for the body."""
     return str(getattr(source, "value", source))
@@ -73,8 +106,10 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
         elif key == "data" and message == "'data'":
             # Litestar's KeyError when there is no body at all (empty, or JSON null).
             message = "a JSON object is required"
-        field = _field_path(key)
-        errors.append({"field": field, "message": message, "source": _source_name(item.get("source", "body"))})
+        source = _source_name(item.get("source", "body"))
+        # Litestar names a query parameter by its argument; the wire name is camelCase (createdAfter).
+        field = _camel_case(key) if source == "query" else _field_path(key)
+        errors.append({"field": field, "message": message, "source": source})
     return errors
 
 
@@ -104,6 +139,8 @@ __all__ = [
     "PROBLEM_JSON",
     "MediaType",
     "ProblemError",
+    "ProblemRead",
     "handle_http_exception",
     "handle_unexpected_exception",
+    "problem_response",
 ]

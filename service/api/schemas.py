@@ -9,11 +9,15 @@ import msgspec
 
 from service.db.repository import AttemptRecord, JobRecord
 from service.domain.identifiers import format_job_id
+from service.domain.programs import PROGRAM_NAME_PATTERN
 from service.domain.status import AttemptOutcome, JobStatus
 
 MAX_JOB_NAME_LENGTH = 200
 MAX_ARGUMENTS = 256
 MAX_ARGUMENT_LENGTH = 4096
+PRIORITY_LIMIT = 1000
+MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
+MAX_ATTEMPTS_LIMIT = 20
 
 # No C0 control characters and no DEL in a name: it is shown in logs, terminals and psql.
 JobName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_JOB_NAME_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -26,6 +30,16 @@ class JobCreate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
     job_name: JobName
     arguments: Annotated[list[Argument], msgspec.Meta(max_length=MAX_ARGUMENTS)] = msgspec.field(default_factory=list)
+    program: Annotated[str, msgspec.Meta(pattern=PROGRAM_NAME_PATTERN)] | None = None
+    """A name from ALLOWED_PROGRAMS, or `default` (JOB_SCRIPT_PATH), which is what leaving it out means."""
+    priority: Annotated[int, msgspec.Meta(ge=-PRIORITY_LIMIT, le=PRIORITY_LIMIT)] = 0
+    """Higher runs first; FIFO among equals."""
+    run_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    """Not started before this time (ISO 8601 with an offset); a time already past means now."""
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_SECONDS)] | None = None
+    """An attempt running longer is ended and recorded as timed_out; DEFAULT_TIMEOUT_SECONDS when left out."""
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS_LIMIT)] | None = None
+    """Attempts allowed in all; MAX_ATTEMPTS when left out."""
 
 
 class AttemptRead(msgspec.Struct, rename="camel"):
@@ -40,6 +54,14 @@ class AttemptRead(msgspec.Struct, rename="camel"):
     duration: int | None
     """Milliseconds."""
     error: str | None
+    user_cpu_ms: int | None = None
+    """CPU time in user mode (rusage of the reaped program); null where the platform does not report it."""
+    system_cpu_ms: int | None = None
+    max_rss_kb: int | None = None
+    """Peak resident memory, KiB."""
+    stdout_bytes: int | None = None
+    """Bytes the program wrote to stdout, kept or not (the file keeps at most OUTPUT_LIMIT_BYTES of them)."""
+    stderr_bytes: int | None = None
 
     @classmethod
     def from_record(cls, record: AttemptRecord) -> AttemptRead:
@@ -54,6 +76,11 @@ class AttemptRead(msgspec.Struct, rename="camel"):
             finished_at=record.finished_at,
             duration=record.duration_ms,
             error=record.error,
+            user_cpu_ms=record.user_cpu_ms,
+            system_cpu_ms=record.system_cpu_ms,
+            max_rss_kb=record.max_rss_kb,
+            stdout_bytes=record.stdout_bytes,
+            stderr_bytes=record.stderr_bytes,
         )
 
 
@@ -74,6 +101,13 @@ class JobRead(msgspec.Struct, rename="camel"):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    program_name: str
+    """The name the program was chosen by (`program` is its path)."""
+    priority: int
+    run_at: datetime | None
+    timeout_seconds: float | None
+    cancel_requested_at: datetime | None
+    """Set when a cancel was asked for while an attempt ran; the job is `cancelled` once that attempt has ended."""
 
     @classmethod
     def from_record(cls, record: JobRecord) -> JobRead:
@@ -104,6 +138,11 @@ class _JobFields(TypedDict):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    program_name: str
+    priority: int
+    run_at: datetime | None
+    timeout_seconds: float | None
+    cancel_requested_at: datetime | None
 
 
 def _job_fields(record: JobRecord) -> _JobFields:
@@ -121,22 +160,106 @@ def _job_fields(record: JobRecord) -> _JobFields:
         "created_at": record.created_at,
         "started_at": record.started_at,
         "finished_at": record.finished_at,
+        "program_name": record.program_name,
+        "priority": record.priority,
+        "run_at": record.run_at,
+        "timeout_seconds": record.timeout_seconds,
+        "cancel_requested_at": record.cancel_requested_at,
     }
 
 
+class IntervalRead(msgspec.Struct, rename="camel"):
+    low: float
+    high: float
+
+
 class PatternRead(msgspec.Struct, rename="camel"):
+    """One pattern: the Node.js contract's four fields first, then the evidence behind them."""
+
     pattern: str
     match_count: int
     success_rate: float
+    """Successes among the matching finished attempts; 0.0 when none matches (`note` then says so)."""
     difference_from_average: str
+    id: str
+    success_count: int
+    success_rate_others: float | None
+    """The same rate over the finished attempts that do not match; null when every attempt matches."""
+    confidence_interval: IntervalRead | None
+    """95 % Wilson score interval of `successRate`; null when nothing matches."""
+    p_value: float | None
+    """Chance of a gap at least this large if matching and other attempts succeeded equally often."""
+    test: str | None
+    """How `pValue` was computed: two-proportion z-test, or Fisher's exact test for small counts."""
+    adjusted_p_value: float | None
+    """`pValue` after the Benjamini-Hochberg correction over every pattern tested."""
+    significant: bool
+    """`adjustedPValue` <= 0.05."""
+    note: str | None
+
+
+class GroupRead(msgspec.Struct, rename="camel"):
+    """Finished attempts sharing one value of a breakdown."""
+
+    value: str | int | None
+    attempts: int
+    successes: int
+    success_rate: float
+
+
+class OutcomeRead(msgspec.Struct, rename="camel"):
+    outcome: str
+    exit_code: int | None
+    signal: int | None
+    attempts: int
+    share: float
+    """Of all finished attempts."""
+
+
+class BreakdownsRead(msgspec.Struct, rename="camel"):
+    outcomes: list[OutcomeRead]
+    name_families: list[GroupRead]
+    programs: list[GroupRead]
+    nodes: list[GroupRead]
+    hours_of_day: list[GroupRead]
+    duration_buckets: list[GroupRead]
+    attempt_numbers: list[GroupRead]
+
+
+class WhatIfRead(msgspec.Struct, rename="camel"):
+    max_attempts: int
+    job_success_rate: float | None
+    extrapolated: bool
+    """True when the history has no attempt with some number up to `maxAttempts` (the last known rate stood in)."""
+
+
+class StatsFiltersRead(msgspec.Struct, rename="camel"):
+    since: datetime | None
+    until: datetime | None
+    program: str | None
+    name_prefix: str | None
 
 
 class StatsRead(msgspec.Struct, rename="camel"):
     total_jobs: int
     total_attempts: int
-    """Finished attempts: the population every rate here is computed over."""
+    """Finished attempts: the population every per-attempt rate here is computed over."""
     overall_success_rate: float
+    """Per finished attempt."""
+    job_success_rate: float
+    """Per decided job (succeeded, or failed its last allowed attempt), after its retries."""
+    decided_jobs: int
+    retry_rescue_rate: float
+    """Of the decided jobs whose first attempt failed and that were retried, the share a retry made succeed."""
+    rescued_jobs: int
+    retried_failures: int
     patterns: list[PatternRead]
+    breakdowns: BreakdownsRead
+    what_if: list[WhatIfRead]
+    flaky_names: list[GroupRead]
+    filters: StatsFiltersRead
+    computed_from: str
+    """rollup (kept up to date as attempts finish) or scan (a window or a name prefix was asked for)."""
 
 
 class HealthRead(msgspec.Struct, rename="camel"):

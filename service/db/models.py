@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    Double,
     ForeignKey,
     Identity,
     Integer,
@@ -50,6 +51,13 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     exit_code: Mapped[int | None] = mapped_column(Integer)
+    program_name: Mapped[str] = mapped_column(Text, default="default")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    timeout_seconds: Mapped[float | None] = mapped_column(Double)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    request_fingerprint: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (CheckConstraint("attempts_count <= max_attempts", name="attempts_within_limit"),)
 
@@ -72,5 +80,12 @@ class Attempt(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)
+    user_cpu_ms: Mapped[int | None] = mapped_column(BigInteger)
+    system_cpu_ms: Mapped[int | None] = mapped_column(BigInteger)
+    max_rss_kb: Mapped[int | None] = mapped_column(BigInteger)
+    stdout_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    stderr_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    stdout_tail: Mapped[str | None] = mapped_column(Text)
+    stderr_tail: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (UniqueConstraint("job_id", "attempt_number"),)

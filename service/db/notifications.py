@@ -1,9 +1,9 @@
-"""PostgreSQL LISTEN/NOTIFY: how one node tells the others that a job is waiting to be claimed."""
+"""PostgreSQL LISTEN/NOTIFY: how one node tells the others that a job is waiting, or that a cancel was asked for."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import asyncpg
 
@@ -12,6 +12,10 @@ from service.db.engine import libpq_url
 # Sent (by submit_job, in the job's own transaction) whenever a job becomes due. The payload is empty: a woken
 # supervisor claims whatever is due, so nothing is lost when notifications are coalesced.
 JOBS_DUE_CHANNEL = "jobmanager_jobs_due"
+# Sent (by cancel_job, in its own transaction) when a running job is to be cancelled. The payload names the node
+# that runs the attempt; every woken node asks the database which of its own attempts to end, so nothing depends on
+# the payload or on one notification arriving.
+CANCEL_REQUESTED_CHANNEL = "jobmanager_cancel_requested"
 
 
 def _terminate_if_connected(connecting: asyncio.Future[asyncpg.Connection]) -> None:
@@ -20,14 +24,14 @@ def _terminate_if_connected(connecting: asyncio.Future[asyncpg.Connection]) -> N
 
 
 class NotificationConnection:
-    """A dedicated connection that LISTENs on one channel and calls `on_notify` for each notification."""
+    """A dedicated connection that LISTENs on channels and calls the channel's callback for each notification."""
 
     def __init__(self, connection: asyncpg.Connection) -> None:
         self._connection = connection
 
     @classmethod
     async def open(
-        cls, database_url: str, channel: str, on_notify: Callable[[], None], on_lost: Callable[[], None]
+        cls, database_url: str, callbacks: Mapping[str, Callable[[], None]], on_lost: Callable[[], None]
     ) -> NotificationConnection:
         connecting = asyncio.ensure_future(asyncpg.connect(libpq_url(database_url)))
         try:
@@ -37,14 +41,15 @@ class NotificationConnection:
             connecting.add_done_callback(_terminate_if_connected)
             raise
 
-        def _notified(_connection: object, _pid: int, _channel: str, _payload: str) -> None:
-            on_notify()
+        def _notified(_connection: object, _pid: int, channel: str, _payload: str) -> None:
+            callbacks[channel]()
 
         def _terminated(_connection: object) -> None:
             on_lost()
 
         try:
-            await connection.add_listener(channel, _notified)
+            for channel in callbacks:
+                await connection.add_listener(channel, _notified)
         except BaseException:
             connection.terminate()  # cancelled (a quick shutdown) or failed half-way: never leak the connection
             raise

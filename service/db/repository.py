@@ -5,18 +5,25 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.db.notifications import JOBS_DUE_CHANNEL
+from service.db.notifications import CANCEL_REQUESTED_CHANNEL, JOBS_DUE_CHANNEL
+from service.domain.paths import OutputStream
+from service.domain.programs import DEFAULT_PROGRAM_NAME
+from service.domain.retry import RetryPolicy
 from service.domain.status import (
     STATUS_WHEN_ATTEMPT_STARTS,
     STATUSES_WITH_ATTEMPT_IN_FLIGHT,
     AttemptOutcome,
+    IllegalTransitionError,
     JobStatus,
+    check_transition,
     status_after_attempt,
+    status_when_reopened,
 )
 
 
@@ -34,6 +41,11 @@ class JobRecord:
     finished_at: datetime | None
     exit_code: int | None
     last_duration_ms: int | None
+    program_name: str = DEFAULT_PROGRAM_NAME
+    priority: int = 0
+    run_at: datetime | None = None
+    timeout_seconds: float | None = None
+    cancel_requested_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +63,72 @@ class AttemptRecord:
     finished_at: datetime | None
     duration_ms: int | None
     error: str | None
+    user_cpu_ms: int | None = None
+    system_cpu_ms: int | None = None
+    max_rss_kb: int | None = None
+    stdout_bytes: int | None = None
+    stderr_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What POST /jobs asks for, with the defaults applied and the program resolved to its path."""
+
+    name: str
+    program: str
+    arguments: Sequence[str]
+    max_attempts: int
+    program_name: str = DEFAULT_PROGRAM_NAME
+    priority: int = 0
+    run_at: datetime | None = None
+    """Not before then; None (or a time already past) means as soon as a slot is free."""
+    timeout_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentSubmission:
+    job: JobRecord
+    created: bool
+    """False: the key was used before, and `job` is the job it created then."""
+    same_request: bool
+    """Whether the earlier request with this key had the same fingerprint (always True when `created`)."""
+
+
+class CancelEffect(StrEnum):
+    CANCELLED = "cancelled"
+    """It was waiting (queued, or between attempts): it is cancelled now."""
+    REQUESTED = "requested"
+    """An attempt runs: the node running it will end it, and the job becomes cancelled then."""
+    ALREADY_FINAL = "already_final"
+    """Completed, crashed or cancelled already: nothing to cancel."""
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    job: JobRecord
+    effect: CancelEffect
+
+
+@dataclass(frozen=True, slots=True)
+class ReopenResult:
+    job: JobRecord
+    reopened: bool
+    """False: the job's status may not be run again (only crashed and cancelled jobs may)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """GET /jobs: which jobs, and where the page starts (keyset paging on the id, newest first)."""
+
+    statuses: Collection[JobStatus] = ()
+    name_prefix: str | None = None
+    program_name: str | None = None
+    created_after: datetime | None = None
+    """Inclusive."""
+    created_before: datetime | None = None
+    """Exclusive."""
+    before_id: int | None = None
+    """Only jobs older than this one: the last job of the previous page."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +141,16 @@ class ClaimedAttempt:
     job_name: str
     program: str
     arguments: list[str]
+    timeout_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunningAttempt:
+    """An attempt the database says runs on a node, with what the supervisor must enforce on it."""
+
+    attempt: AttemptRecord
+    timeout_seconds: float | None
+    cancel_requested: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +163,13 @@ class AttemptEnding:
     signal: int | None = None
     duration_ms: int | None = None
     error: str | None = None
+    user_cpu_ms: int | None = None
+    system_cpu_ms: int | None = None
+    max_rss_kb: int | None = None
+    stdout_bytes: int | None = None
+    stderr_bytes: int | None = None
+    stdout_tail: str | None = None
+    stderr_tail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +180,8 @@ class RecordedOutcome:
     attempt_number: int
     job_status: JobStatus | None
     """The job's new status; None when the job had already left the in-flight statuses (e.g. cancelled)."""
+    retry_in_seconds: float | None = None
+    """When the job was retried: how long until its next attempt is due (the jittered backoff)."""
 
 
 _JOB_COLUMNS = """
@@ -92,12 +189,13 @@ _JOB_COLUMNS = """
     j.created_at, j.started_at, j.finished_at, j.exit_code,
     (SELECT a.duration_ms FROM attempts a
       WHERE a.job_id = j.id AND a.duration_ms IS NOT NULL
-      ORDER BY a.attempt_number DESC LIMIT 1) AS last_duration_ms
+      ORDER BY a.attempt_number DESC LIMIT 1) AS last_duration_ms,
+    j.program_name, j.priority, j.run_at, j.timeout_seconds, j.cancel_requested_at
 """
 
 _ATTEMPT_COLUMNS = """
     id, job_id, attempt_number, node_id, pid, process_started_at, outcome, exit_code, signal,
-    started_at, finished_at, duration_ms, error
+    started_at, finished_at, duration_ms, error, user_cpu_ms, system_cpu_ms, max_rss_kb, stdout_bytes, stderr_bytes
 """
 
 
@@ -113,6 +211,11 @@ def _attempt(row: Row[Any]) -> AttemptRecord:
     return AttemptRecord(**mapping)
 
 
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching names that start with `prefix` taken literally (its % and _ are not wildcards)."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 class Repository:
     """The one place that knows the SQL. Each method is one transaction, committed before it returns."""
 
@@ -121,46 +224,155 @@ class Repository:
 
     # --- the API's side -------------------------------------------------------------------------------------
 
-    async def submit_job(self, *, name: str, program: str, arguments: Sequence[str], max_attempts: int) -> JobRecord:
-        """Insert a queued job, due now, and commit it."""
+    async def submit_job(
+        self,
+        *,
+        name: str,
+        program: str,
+        arguments: Sequence[str],
+        max_attempts: int,
+        program_name: str = DEFAULT_PROGRAM_NAME,
+        priority: int = 0,
+        run_at: datetime | None = None,
+        timeout_seconds: float | None = None,
+    ) -> JobRecord:
+        """Insert a queued job, due at `run_at` (or now), and commit it."""
+        new_job = NewJob(
+            name=name,
+            program=program,
+            arguments=arguments,
+            max_attempts=max_attempts,
+            program_name=program_name,
+            priority=priority,
+            run_at=run_at,
+            timeout_seconds=timeout_seconds,
+        )
         async with self._engine.begin() as connection:
-            result = await connection.execute(
-                text(f"""
-                    WITH j AS (
-                        INSERT INTO jobs (name, program, arguments, status, max_attempts)
-                        VALUES (:name, :program, :arguments, :status, :max_attempts)
-                        RETURNING *
-                    )
-                    SELECT {_JOB_COLUMNS} FROM j
-                """),
-                {
-                    "name": name,
-                    "program": program,
-                    "arguments": list(arguments),
-                    "status": JobStatus.QUEUED.value,
-                    "max_attempts": max_attempts,
-                },
-            )
-            job = _job(result.one())
-            # Delivered at commit, to every node's listener: the other nodes can claim it at once.
-            await connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": JOBS_DUE_CHANNEL})
+            job = await self._insert_job(connection, new_job, idempotency_key=None, fingerprint=None)
+            assert job is not None  # without a key there is no conflict to lose
             return job
+
+    async def submit_job_idempotently(
+        self, new_job: NewJob, *, idempotency_key: str, fingerprint: str
+    ) -> IdempotentSubmission:
+        """Insert the job unless `idempotency_key` was used before; then return the job that key created.
+
+        Safe under concurrent requests: the unique index decides, and ON CONFLICT DO NOTHING waits for a competing
+        insert of the same key to commit (or roll back) before deciding.
+        """
+        async with self._engine.begin() as connection:
+            job = await self._insert_job(connection, new_job, idempotency_key=idempotency_key, fingerprint=fingerprint)
+            if job is not None:
+                return IdempotentSubmission(job=job, created=True, same_request=True)
+            # A new statement sees the competing insert, committed by now.
+            row = (
+                await connection.execute(
+                    text(f"""
+                        SELECT {_JOB_COLUMNS}, j.request_fingerprint
+                        FROM jobs j WHERE j.idempotency_key = :key
+                    """),
+                    {"key": idempotency_key},
+                )
+            ).one()
+            mapping = dict(row._mapping)
+            earlier_fingerprint = mapping.pop("request_fingerprint")
+            mapping["status"] = JobStatus(mapping["status"])
+            return IdempotentSubmission(
+                job=JobRecord(**mapping), created=False, same_request=earlier_fingerprint == fingerprint
+            )
+
+    async def _insert_job(
+        self, connection: AsyncConnection, new_job: NewJob, *, idempotency_key: str | None, fingerprint: str | None
+    ) -> JobRecord | None:
+        on_conflict = (
+            "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING" if idempotency_key else ""
+        )
+        result = await connection.execute(
+            text(f"""
+                WITH j AS (
+                    INSERT INTO jobs (name, program, program_name, arguments, status, max_attempts, priority,
+                                      run_at, timeout_seconds, next_attempt_at, idempotency_key, request_fingerprint)
+                    VALUES (:name, :program, :program_name, :arguments, :status, :max_attempts, :priority,
+                            CAST(:run_at AS timestamptz), CAST(:timeout_seconds AS double precision),
+                            greatest(now(), CAST(:run_at AS timestamptz)), :idempotency_key, :fingerprint)
+                    {on_conflict}
+                    RETURNING *
+                )
+                SELECT {_JOB_COLUMNS} FROM j
+            """),
+            {
+                "name": new_job.name,
+                "program": new_job.program,
+                "program_name": new_job.program_name,
+                "arguments": list(new_job.arguments),
+                "status": JobStatus.QUEUED.value,
+                "max_attempts": new_job.max_attempts,
+                "priority": new_job.priority,
+                "run_at": new_job.run_at,
+                "timeout_seconds": new_job.timeout_seconds,
+                "idempotency_key": idempotency_key,
+                "fingerprint": fingerprint,
+            },
+        )
+        row = result.one_or_none()
+        if row is None:
+            return None
+        # Delivered at commit, to every node's listener: the other nodes can claim it at once.
+        await connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": JOBS_DUE_CHANNEL})
+        return _job(row)
 
     async def find_job(self, job_id: int) -> JobRecord | None:
         async with self._engine.connect() as connection:
-            result = await connection.execute(
-                text(f"SELECT {_JOB_COLUMNS} FROM jobs j WHERE j.id = :id"), {"id": job_id}
-            )
-            row = result.one_or_none()
-            return None if row is None else _job(row)
+            return await self._find_job(connection, job_id)
 
-    async def list_jobs(self, *, statuses: Collection[JobStatus], limit: int) -> list[JobRecord]:
-        """The newest jobs first, optionally only those with one of `statuses`."""
-        condition = "WHERE j.status = ANY(:statuses)" if statuses else ""
+    async def _find_job(self, connection: AsyncConnection, job_id: int) -> JobRecord | None:
+        result = await connection.execute(text(f"SELECT {_JOB_COLUMNS} FROM jobs j WHERE j.id = :id"), {"id": job_id})
+        row = result.one_or_none()
+        return None if row is None else _job(row)
+
+    async def list_jobs(
+        self, *, statuses: Collection[JobStatus] = (), limit: int, job_filter: JobFilter | None = None
+    ) -> list[JobRecord]:
+        """The newest jobs first (by id), at most `limit`, filtered; a page of keyset paging.
+
+        Each page is an index scan that stops after `limit` rows: the primary key, (status, id) or
+        (program_name, id), newest first. Several statuses are one such scan each, merged: the cost of a page does
+        not grow with the table.
+        """
+        chosen = job_filter or JobFilter()
+        wanted_statuses = list(dict.fromkeys([*statuses, *chosen.statuses]))
+        conditions = []
+        parameters: dict[str, Any] = {"limit": limit}
+        if chosen.name_prefix:
+            conditions.append("j.name LIKE :name_pattern ESCAPE '\\'")
+            parameters["name_pattern"] = _like_prefix(chosen.name_prefix)
+        if chosen.program_name is not None:
+            conditions.append("j.program_name = :program_name")
+            parameters["program_name"] = chosen.program_name
+        if chosen.created_after is not None:
+            conditions.append("j.created_at >= :created_after")
+            parameters["created_after"] = chosen.created_after
+        if chosen.created_before is not None:
+            conditions.append("j.created_at < :created_before")
+            parameters["created_before"] = chosen.created_before
+        if chosen.before_id is not None:
+            conditions.append("j.id < :before_id")
+            parameters["before_id"] = chosen.before_id
+        if wanted_statuses:
+            branches = []
+            for index, status in enumerate(wanted_statuses):
+                parameters[f"status_{index}"] = status.value
+                where = " AND ".join([f"j.status = :status_{index}", *conditions])
+                branches.append(f"(SELECT * FROM jobs j WHERE {where} ORDER BY j.id DESC LIMIT :limit)")
+            source = f"({' UNION ALL '.join(branches)}) AS j"
+            where_clause = ""
+        else:
+            source = "jobs j"
+            where_clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         async with self._engine.connect() as connection:
             result = await connection.execute(
-                text(f"SELECT {_JOB_COLUMNS} FROM jobs j {condition} ORDER BY j.id DESC LIMIT :limit"),
-                {"statuses": [status.value for status in statuses], "limit": limit},
+                text(f"SELECT {_JOB_COLUMNS} FROM {source} {where_clause} ORDER BY j.id DESC LIMIT :limit"),
+                parameters,
             )
             return [_job(row) for row in result]
 
@@ -172,12 +384,115 @@ class Repository:
             )
             return [_attempt(row) for row in result]
 
+    async def find_attempt(self, job_id: int, attempt_number: int) -> AttemptRecord | None:
+        async with self._engine.connect() as connection:
+            result = await connection.execute(
+                text(f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE job_id = :job_id AND attempt_number = :number"),
+                {"job_id": job_id, "number": attempt_number},
+            )
+            row = result.one_or_none()
+            return None if row is None else _attempt(row)
+
+    async def attempt_output_tail(self, attempt_id: int, stream: OutputStream) -> str | None:
+        """The tail of one output stream stored on the attempt row when it ended (None before that)."""
+        column = "stdout_tail" if stream == "stdout" else "stderr_tail"
+        async with self._engine.connect() as connection:
+            result = await connection.execute(text(f"SELECT {column} FROM attempts WHERE id = :id"), {"id": attempt_id})
+            value: str | None = result.scalar_one_or_none()
+            return value
+
+    async def cancel_job(self, job_id: int) -> CancelResult | None:
+        """Cancel a job: at once if it waits; by asking the node that runs its attempt otherwise. None: no job.
+
+        The job row is locked first, so a claim (which locks it too) either happened before — an attempt runs and
+        the cancel is a request — or happens after and finds the job cancelled.
+        """
+        async with self._engine.begin() as connection:
+            locked = (
+                await connection.execute(text("SELECT status FROM jobs WHERE id = :id FOR UPDATE"), {"id": job_id})
+            ).one_or_none()
+            if locked is None:
+                return None
+            status = JobStatus(locked.status)
+            if status.is_final:
+                effect = CancelEffect.ALREADY_FINAL
+            else:
+                running_on = (
+                    await connection.execute(
+                        text("SELECT node_id FROM attempts WHERE job_id = :id AND outcome = :running LIMIT 1"),
+                        {"id": job_id, "running": AttemptOutcome.RUNNING.value},
+                    )
+                ).scalar_one_or_none()
+                if running_on is not None:
+                    effect = CancelEffect.REQUESTED
+                    await connection.execute(
+                        text(
+                            "UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now()) WHERE id = :id"
+                        ),
+                        {"id": job_id},
+                    )
+                    # Delivered at commit to every node; the one running the attempt (`running_on`) ends it.
+                    await connection.execute(
+                        text("SELECT pg_notify(:channel, :node_id)"),
+                        {"channel": CANCEL_REQUESTED_CHANNEL, "node_id": running_on},
+                    )
+                else:
+                    effect = CancelEffect.CANCELLED
+                    check_transition(status, JobStatus.CANCELLED)
+                    await connection.execute(
+                        text("""
+                            UPDATE jobs
+                            SET status = :cancelled, next_attempt_at = NULL, finished_at = now(), exit_code = NULL,
+                                cancel_requested_at = coalesce(cancel_requested_at, now())
+                            WHERE id = :id
+                        """),
+                        {"id": job_id, "cancelled": JobStatus.CANCELLED.value},
+                    )
+            job = await self._find_job(connection, job_id)
+            assert job is not None  # locked above
+            return CancelResult(job=job, effect=effect)
+
+    async def reopen_job(self, job_id: int) -> ReopenResult | None:
+        """Run a crashed or cancelled job again: due now, with at least one attempt left. None: no job.
+
+        `max_attempts` is raised to attempts + 1 when none is left; a job cancelled with attempts to spare keeps
+        them. The cancel request and the final exit code are cleared: they belonged to the previous run.
+        """
+        async with self._engine.begin() as connection:
+            locked = (
+                await connection.execute(
+                    text("SELECT status, attempts_count FROM jobs WHERE id = :id FOR UPDATE"), {"id": job_id}
+                )
+            ).one_or_none()
+            if locked is None:
+                return None
+            try:
+                new_status = status_when_reopened(JobStatus(locked.status), locked.attempts_count)
+            except IllegalTransitionError:
+                job = await self._find_job(connection, job_id)
+                assert job is not None
+                return ReopenResult(job=job, reopened=False)
+            await connection.execute(
+                text("""
+                    UPDATE jobs
+                    SET status = :status, next_attempt_at = now(), finished_at = NULL, exit_code = NULL,
+                        cancel_requested_at = NULL, max_attempts = greatest(max_attempts, attempts_count + 1)
+                    WHERE id = :id
+                """),
+                {"id": job_id, "status": new_status.value},
+            )
+            await connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": JOBS_DUE_CHANNEL})
+            job = await self._find_job(connection, job_id)
+            assert job is not None
+            return ReopenResult(job=job, reopened=True)
+
     # --- the supervisor's side ------------------------------------------------------------------------------
 
     async def claim_due_jobs(self, *, node_id: str, limit: int) -> list[ClaimedAttempt]:
         """Take up to `limit` due jobs for this node and commit a `running` attempt row for each.
 
-        SKIP LOCKED lets several nodes claim at once without ever taking the same job.
+        Highest priority first, then the job due longest (FIFO), then the oldest; the index ix_jobs_claim_order
+        returns them in that order. SKIP LOCKED lets several nodes claim at once without ever taking the same job.
         """
         if limit <= 0:
             return []
@@ -188,9 +503,10 @@ class Repository:
             result = await connection.execute(
                 text(f"""
                     WITH due AS (
-                        SELECT id FROM jobs
-                        WHERE next_attempt_at <= now() AND status = ANY(:claimable)
-                        ORDER BY next_attempt_at, id
+                        SELECT id, priority, next_attempt_at FROM jobs
+                        WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= now()
+                          AND status = ANY(:claimable)
+                        ORDER BY priority DESC, next_attempt_at, id
                         LIMIT :limit
                         FOR UPDATE SKIP LOCKED
                     ), claimed AS (
@@ -201,16 +517,16 @@ class Repository:
                             next_attempt_at = NULL
                         FROM due
                         WHERE j.id = due.id
-                        RETURNING j.id, j.name, j.program, j.arguments, j.attempts_count
+                        RETURNING j.id, j.name, j.program, j.arguments, j.attempts_count, j.timeout_seconds
                     ), inserted AS (
                         INSERT INTO attempts (job_id, attempt_number, node_id, outcome)
                         SELECT id, attempts_count, :node_id, :running FROM claimed
                         RETURNING id, job_id, attempt_number
                     )
                     SELECT i.id AS attempt_id, i.job_id, i.attempt_number,
-                           c.name AS job_name, c.program, c.arguments
-                    FROM inserted i JOIN claimed c ON c.id = i.job_id
-                    ORDER BY i.job_id
+                           c.name AS job_name, c.program, c.arguments, c.timeout_seconds
+                    FROM inserted i JOIN claimed c ON c.id = i.job_id JOIN due d ON d.id = i.job_id
+                    ORDER BY d.priority DESC, d.next_attempt_at, d.id
                 """),
                 {
                     "claimable": [status.value for status in STATUS_WHEN_ATTEMPT_STARTS],
@@ -242,7 +558,7 @@ class Repository:
             )
 
     async def record_outcome(
-        self, *, attempt_id: int, ending: AttemptEnding, retry_backoff_seconds: float
+        self, *, attempt_id: int, ending: AttemptEnding, retry_policy: RetryPolicy
     ) -> RecordedOutcome | None:
         """Write how the attempt ended and move its job on, in one transaction.
 
@@ -257,7 +573,10 @@ class Repository:
                         finished_at = CAST(:finished_at AS timestamptz),
                         duration_ms = coalesce(CAST(:duration_ms AS bigint), greatest(0,
                             (extract(epoch FROM CAST(:finished_at AS timestamptz) - started_at) * 1000)::bigint)),
-                        error = :error
+                        error = :error,
+                        user_cpu_ms = :user_cpu_ms, system_cpu_ms = :system_cpu_ms, max_rss_kb = :max_rss_kb,
+                        stdout_bytes = :stdout_bytes, stderr_bytes = :stderr_bytes,
+                        stdout_tail = :stdout_tail, stderr_tail = :stderr_tail
                     WHERE id = :attempt_id AND outcome = :running
                     RETURNING job_id, attempt_number
                 """),
@@ -269,6 +588,13 @@ class Repository:
                     "finished_at": ending.finished_at,
                     "duration_ms": ending.duration_ms,
                     "error": ending.error,
+                    "user_cpu_ms": ending.user_cpu_ms,
+                    "system_cpu_ms": ending.system_cpu_ms,
+                    "max_rss_kb": ending.max_rss_kb,
+                    "stdout_bytes": ending.stdout_bytes,
+                    "stderr_bytes": ending.stderr_bytes,
+                    "stdout_tail": ending.stdout_tail,
+                    "stderr_tail": ending.stderr_tail,
                     "running": AttemptOutcome.RUNNING.value,
                 },
             )
@@ -276,9 +602,7 @@ class Repository:
             if attempt_row is None:
                 return None
             job_id, attempt_number = attempt_row
-            return await self._apply_outcome_to_job(
-                connection, job_id, attempt_number, ending, retry_backoff_seconds=retry_backoff_seconds
-            )
+            return await self._apply_outcome_to_job(connection, job_id, attempt_number, ending, retry_policy)
 
     async def _apply_outcome_to_job(
         self,
@@ -286,19 +610,24 @@ class Repository:
         job_id: int,
         attempt_number: int,
         ending: AttemptEnding,
-        *,
-        retry_backoff_seconds: float,
+        retry_policy: RetryPolicy,
     ) -> RecordedOutcome:
         job = (
             await connection.execute(
-                text("SELECT status, max_attempts FROM jobs WHERE id = :job_id FOR UPDATE"),
+                text("""
+                    SELECT status, max_attempts, cancel_requested_at IS NOT NULL AS cancel_requested
+                    FROM jobs WHERE id = :job_id FOR UPDATE
+                """),
                 {"job_id": job_id},
             )
         ).one()
         current = JobStatus(job.status)
         if current not in STATUSES_WITH_ATTEMPT_IN_FLIGHT:
             return RecordedOutcome(job_id=job_id, attempt_number=attempt_number, job_status=None)
-        new_status = status_after_attempt(current, ending.outcome, attempt_number, job.max_attempts)
+        new_status = status_after_attempt(
+            current, ending.outcome, attempt_number, job.max_attempts, cancel_requested=job.cancel_requested
+        )
+        retry_in = retry_policy.delay_seconds(attempt_number) if new_status is JobStatus.RETRIED else None
         await connection.execute(
             text("""
                 UPDATE jobs
@@ -312,25 +641,55 @@ class Repository:
             {
                 "status": new_status.value,
                 "is_final": new_status.is_final,
-                "backoff": retry_backoff_seconds,
+                "backoff": retry_in or 0.0,
                 "finished_at": ending.finished_at,
                 "exit_code": ending.exit_code,
                 "job_id": job_id,
             },
         )
-        return RecordedOutcome(job_id=job_id, attempt_number=attempt_number, job_status=new_status)
+        return RecordedOutcome(
+            job_id=job_id, attempt_number=attempt_number, job_status=new_status, retry_in_seconds=retry_in
+        )
 
-    async def running_attempts_on_node(self, node_id: str) -> list[AttemptRecord]:
+    async def running_attempts_on_node(self, node_id: str) -> list[RunningAttempt]:
         """Attempts that the database says are running on `node_id` (reconciliation after a restart)."""
+        columns = ", ".join(f"a.{column.strip()}" for column in _ATTEMPT_COLUMNS.split(","))
         async with self._engine.connect() as connection:
             result = await connection.execute(
                 text(f"""
-                    SELECT {_ATTEMPT_COLUMNS} FROM attempts
-                    WHERE node_id = :node_id AND outcome = :running ORDER BY id
+                    SELECT {columns}, j.timeout_seconds, j.cancel_requested_at IS NOT NULL AS cancel_requested
+                    FROM attempts a JOIN jobs j ON j.id = a.job_id
+                    WHERE a.node_id = :node_id AND a.outcome = :running ORDER BY a.id
                 """),
                 {"node_id": node_id, "running": AttemptOutcome.RUNNING.value},
             )
-            return [_attempt(row) for row in result]
+            running = []
+            for row in result:
+                mapping = dict(row._mapping)
+                timeout_seconds = mapping.pop("timeout_seconds")
+                cancel_requested = mapping.pop("cancel_requested")
+                mapping["outcome"] = AttemptOutcome(mapping["outcome"])
+                running.append(
+                    RunningAttempt(
+                        attempt=AttemptRecord(**mapping),
+                        timeout_seconds=timeout_seconds,
+                        cancel_requested=cancel_requested,
+                    )
+                )
+            return running
+
+    async def attempts_to_cancel(self, node_id: str) -> list[int]:
+        """Ids of the attempts running on `node_id` whose job a user asked to cancel."""
+        async with self._engine.connect() as connection:
+            result = await connection.execute(
+                text("""
+                    SELECT a.id FROM attempts a JOIN jobs j ON j.id = a.job_id
+                    WHERE a.node_id = :node_id AND a.outcome = :running AND j.cancel_requested_at IS NOT NULL
+                    ORDER BY a.id
+                """),
+                {"node_id": node_id, "running": AttemptOutcome.RUNNING.value},
+            )
+            return list(result.scalars())
 
     async def seconds_until_next_due_job(self) -> float | None:
         """How long until the earliest waiting job is due (0 if one is due now); None when nothing waits."""

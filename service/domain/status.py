@@ -23,7 +23,7 @@ class JobStatus(StrEnum):
     CRASHED = "crashed"
     """The last allowed attempt failed. Final."""
     CANCELLED = "cancelled"
-    """Cancelled by a user before it could finish. Final (reserved: the cancel endpoint comes later)."""
+    """Cancelled by a user (POST /jobs/{jobId}/cancel) before it could finish. Final."""
 
     @property
     def is_final(self) -> bool:
@@ -38,7 +38,9 @@ STATUS_WHEN_ATTEMPT_STARTS: dict[JobStatus, JobStatus] = {
     JobStatus.RETRIED: JobStatus.RETRIED,
 }
 
-# Every transition the service may make. Tests walk this table; the repository checks against it.
+# Every transition the service makes by itself. Tests walk this table; the repository checks against it.
+# Cancelling is one of them: a waiting job (queued, or retried between attempts) is cancelled at once; a job whose
+# attempt runs becomes cancelled when that attempt's ending is recorded (see `status_after_attempt`).
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
     JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.RETRIED, JobStatus.CRASHED, JobStatus.CANCELLED}),
@@ -67,10 +69,28 @@ class AttemptOutcome(StrEnum):
     """The program could not be started (missing file, no permission to execute, ...)."""
     LOST = "lost"
     """The service lost track of the process and cannot tell how it ended."""
+    CANCELLED = "cancelled"
+    """Ended by the service (SIGTERM, then SIGKILL after the grace period) because a user cancelled the job."""
+    TIMED_OUT = "timed_out"
+    """Ended by the service (as for a cancel) because it ran longer than its job's timeoutSeconds."""
 
     @property
     def is_success(self) -> bool:
         return self is AttemptOutcome.SUCCEEDED
+
+    @property
+    def is_retried(self) -> bool:
+        """Whether this ending lets the job try again (while attempts remain): all but success and a cancel."""
+        return self not in (AttemptOutcome.SUCCEEDED, AttemptOutcome.CANCELLED, AttemptOutcome.RUNNING)
+
+
+# The endings the retry policy retries; written out so the README and the tests can name them.
+RETRIED_OUTCOMES = frozenset(outcome for outcome in AttemptOutcome if outcome.is_retried)
+
+# A final job that POST /jobs/{jobId}/retry may run again, and the status it takes then: `retried` when it has
+# attempts behind it, `queued` when it was cancelled before its first one. This is the only way out of a final
+# status, and only at a user's request.
+REOPENABLE_STATUSES = frozenset({JobStatus.CRASHED, JobStatus.CANCELLED})
 
 
 class IllegalTransitionError(Exception):
@@ -89,20 +109,35 @@ def check_transition(current: JobStatus, proposed: JobStatus) -> None:
 
 
 def status_after_attempt(
-    current: JobStatus, outcome: AttemptOutcome, attempt_number: int, max_attempts: int
+    current: JobStatus,
+    outcome: AttemptOutcome,
+    attempt_number: int,
+    max_attempts: int,
+    *,
+    cancel_requested: bool = False,
 ) -> JobStatus:
     """The job's next status once attempt number `attempt_number` (1-based) ended with `outcome`.
 
-    Success completes the job; any other ending is retried while attempts remain, and crashes the job when the
-    last allowed attempt has failed.
+    Success completes the job (even when a cancel came too late to stop it: the work is done). A cancelled
+    attempt, or any other ending of a job whose cancel was asked for, cancels the job: it is never retried. Any
+    other ending is retried while attempts remain, and crashes the job when the last allowed attempt has failed.
     """
     if outcome is AttemptOutcome.RUNNING:
         raise ValueError("an attempt that is still running has no outcome to apply")
     if outcome.is_success:
         proposed = JobStatus.COMPLETED
+    elif outcome is AttemptOutcome.CANCELLED or cancel_requested:
+        proposed = JobStatus.CANCELLED
     elif attempt_number < max_attempts:
         proposed = JobStatus.RETRIED
     else:
         proposed = JobStatus.CRASHED
     check_transition(current, proposed)
     return proposed
+
+
+def status_when_reopened(current: JobStatus, attempts_count: int) -> JobStatus:
+    """The status a final job takes when a user asks to run it again; raises unless it may be reopened."""
+    if current not in REOPENABLE_STATUSES:
+        raise IllegalTransitionError(current, JobStatus.RETRIED)
+    return JobStatus.RETRIED if attempts_count > 0 else JobStatus.QUEUED

@@ -2,23 +2,34 @@
  * exit_keeper: runs one job's program and writes how it ended to a status file, so that the record survives the
  * service itself (a crash, kill -9, an upgrade). The service starts it as
  *
- *     exit_keeper STATUS_PATH PROGRAM [ARGUMENT...]
+ *     exit_keeper [--output-limit=BYTES] [--output-tail=BYTES] STATUS_PATH PROGRAM [ARGUMENT...]
  *
  * It forks, execs PROGRAM with the arguments untouched (no shell), waits for it with wait4(), and atomically
  * writes one line of JSON to STATUS_PATH (write to STATUS_PATH.tmp, fsync, rename):
  *
  *     {"program_pid":N,"exit_code":N|null,"signal":N|null,"exec_errno":N|null,"duration_ns":N,
- *      "finished_at_ns":N,"user_cpu_us":N,"system_cpu_us":N,"max_rss_kb":N}
+ *      "finished_at_ns":N,"user_cpu_us":N,"system_cpu_us":N,"max_rss_kb":N,"stdout_bytes":N,"stderr_bytes":N}
  *
  * Before anything runs, the keeper waits for one byte on its standard input: the service sends it once the
  * attempt's pid is committed to the database. If the service dies first, the keeper reads end-of-file and exits
  * (124) without running the program, so a program never runs unrecorded. The program's stdin is /dev/null.
  *
+ * Output. The keeper's own stdout and stderr are the attempt's output files. The program writes into two pipes
+ * instead, and the keeper copies them into the files: up to --output-limit bytes each (unlimited when absent),
+ * then a truncation marker; from there on it keeps reading (the program never blocks and never gets SIGPIPE
+ * because of the limit) but keeps only the last --output-tail bytes in memory, which it appends, after a second
+ * marker saying how much was left out, when the stream ends. So a file is never much larger than limit + tail, and
+ * its end is always the true end of the program's output. The pipes belong to the keeper, not to the service: the
+ * program does not notice a crash of the service. When the program has exited, the keeper copies what it left in
+ * the pipes, writes the status file and exits; if processes the program started still hold the pipes open, a
+ * forked copy of the keeper (a "drainer", in the same process group) goes on copying for them until they close.
+ *
  * The keeper leads the attempt's process group (the service starts it in a new session); it ignores the polite
  * termination signals so that a SIGTERM sent to the group reaches the program while the keeper stays to record the
  * result. The program gets those signals back at their defaults before exec. Until the program exists they are
- * blocked, not ignored, so one sent in that moment is not lost: the keeper passes it on to the program. The keeper exits with the program's
- * exit code, or 128 + the signal number; 124 means it was abandoned before the start, 125 that it failed itself.
+ * blocked, not ignored, so one sent in that moment is not lost: the keeper passes it on to the program. The keeper
+ * exits with the program's exit code, or 128 + the signal number; 124 means it was abandoned before the start, 125
+ * that it failed itself.
  *
  * Kept small and dependency-free on purpose: it runs once per attempt (see service/runner/exit_keeper.py for the
  * Python twin used where no C compiler exists; both speak the same format).
@@ -26,6 +37,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,9 +50,26 @@
 
 #define KEEPER_ABANDONED 124
 #define KEEPER_FAILED 125
+#define COPY_BUFFER_BYTES 65536
+#define MARKER_BYTES 256
 
 static const int forwarded_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 #define FORWARDED_SIGNAL_COUNT (sizeof forwarded_signals / sizeof forwarded_signals[0])
+
+/* One of the program's two output streams on its way from a pipe into a file. */
+struct stream {
+    int pipe_fd;        /* read end; -1 once at end-of-file */
+    int file_fd;        /* the attempt's output file (the keeper's own stdout or stderr) */
+    long long received; /* bytes the program wrote, kept or not */
+    long long kept;     /* bytes copied to the file before the limit */
+    char *ring;         /* the last `tail` bytes received after the limit */
+    long long ring_start, ring_length, left_out;
+    int truncated;      /* the limit was passed and the marker written */
+};
+
+static long long output_limit = -1; /* -1: unlimited */
+static long long output_tail = 0;
+static int child_exited_pipe[2] = {-1, -1};
 
 static long long nanoseconds(const struct timespec *t) {
     return (long long)t->tv_sec * 1000000000LL + t->tv_nsec;
@@ -91,12 +120,163 @@ static void set_disposition(void (*handler)(int)) {
     for (size_t i = 0; i < FORWARDED_SIGNAL_COUNT; i++) sigaction(forwarded_signals[i], &action, NULL);
 }
 
+/* SIGCHLD wakes the copy loop's poll() through a pipe: the self-pipe trick. */
+static void on_child_exited(int signal_number) {
+    (void)signal_number;
+    int saved_errno = errno;
+    (void)write(child_exited_pipe[1], "c", 1);
+    errno = saved_errno;
+}
+
+static int parse_size(const char *text, long long *value) {
+    char *end;
+    errno = 0;
+    long long parsed = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || parsed < 0) return -1;
+    *value = parsed;
+    return 0;
+}
+
+/* Errors writing the file (a full disk) lose output, never the program: the pipe is drained all the same. */
+static void keep(struct stream *s, const char *data, size_t length) {
+    (void)write_all(s->file_fd, data, length);
+}
+
+static void remember_in_ring(struct stream *s, const char *data, long long length) {
+    /* Allocated only once a stream passes the limit: most never do, and each keeper stays small. */
+    if (s->ring == NULL && output_tail > 0) s->ring = malloc((size_t)output_tail);
+    if (s->ring == NULL) {
+        s->left_out += length; /* no tail wanted, or no memory for it: the stream is still drained */
+        return;
+    }
+    if (length >= output_tail) {
+        s->left_out += s->ring_length + (length - output_tail);
+        memcpy(s->ring, data + (length - output_tail), (size_t)output_tail);
+        s->ring_start = 0;
+        s->ring_length = output_tail;
+        return;
+    }
+    for (long long i = 0; i < length; i++) {
+        long long position = (s->ring_start + s->ring_length) % output_tail;
+        s->ring[position] = data[i];
+        if (s->ring_length < output_tail) {
+            s->ring_length++;
+        } else {
+            s->ring_start = (s->ring_start + 1) % output_tail;
+            s->left_out++;
+        }
+    }
+}
+
+static void take(struct stream *s, const char *data, long long length) {
+    s->received += length;
+    if (output_limit < 0) {
+        keep(s, data, (size_t)length);
+        return;
+    }
+    long long room = output_limit - s->kept;
+    if (room > 0) {
+        long long now = length < room ? length : room;
+        keep(s, data, (size_t)now);
+        s->kept += now;
+        data += now;
+        length -= now;
+    }
+    if (length == 0) return;
+    if (!s->truncated) {
+        char marker[MARKER_BYTES];
+        int marker_length = snprintf(marker, sizeof marker,
+                                     "\n[jobmanager: output truncated at %lld bytes; the rest is discarded but for "
+                                     "its last %lld bytes]\n",
+                                     output_limit, output_tail);
+        keep(s, marker, (size_t)marker_length);
+        s->truncated = 1;
+    }
+    remember_in_ring(s, data, length);
+}
+
+/* At the end of a stream (or of the program): what was left out, then the tail kept in memory. */
+static void flush_tail(struct stream *s) {
+    if (!s->truncated || (s->ring_length == 0 && s->left_out == 0)) return;
+    char marker[MARKER_BYTES];
+    int marker_length = snprintf(marker, sizeof marker,
+                                 "\n[jobmanager: %lld bytes discarded; the last %lld bytes follow]\n", s->left_out,
+                                 s->ring_length);
+    keep(s, marker, (size_t)marker_length);
+    long long first = output_tail - s->ring_start;
+    if (first > s->ring_length) first = s->ring_length;
+    keep(s, s->ring + s->ring_start, (size_t)first);
+    keep(s, s->ring, (size_t)(s->ring_length - first));
+    s->ring_start = s->ring_length = s->left_out = 0;
+}
+
+/* Read what the pipe holds now; returns 0 when it would block, 1 at end-of-file. */
+static int copy_available(struct stream *s, char *buffer) {
+    for (;;) {
+        ssize_t got = read(s->pipe_fd, buffer, COPY_BUFFER_BYTES);
+        if (got > 0) {
+            take(s, buffer, got);
+            continue;
+        }
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0 && errno == EAGAIN) return 0;
+        flush_tail(s);
+        close(s->pipe_fd);
+        s->pipe_fd = -1;
+        return 1;
+    }
+}
+
+/* Copy both streams until each reaches end-of-file (the drainer, child 0), or until the program exits (the
+ * keeper). Returns 1 once the program is reaped, 0 when the streams are done, -1 if poll() itself failed. */
+static int copy_streams(struct stream *streams, char *buffer, pid_t child, int *status, struct rusage *usage) {
+    while (child > 0 || streams[0].pipe_fd >= 0 || streams[1].pipe_fd >= 0) {
+        struct pollfd watched[3];
+        for (int i = 0; i < 2; i++) {
+            watched[i].fd = streams[i].pipe_fd;
+            watched[i].events = POLLIN;
+            watched[i].revents = 0;
+        }
+        watched[2].fd = child > 0 ? child_exited_pipe[0] : -1;
+        watched[2].events = POLLIN;
+        watched[2].revents = 0;
+        if (poll(watched, 3, -1) < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (streams[i].pipe_fd >= 0 && watched[i].revents) copy_available(&streams[i], buffer);
+        }
+        if (child > 0 && watched[2].revents) {
+            char drained[64];
+            while (read(child_exited_pipe[0], drained, sizeof drained) > 0) {
+            }
+            pid_t reaped;
+            do {
+                reaped = wait4(child, status, WNOHANG, usage);
+            } while (reaped < 0 && errno == EINTR);
+            if (reaped == child) return 1; /* the caller takes what the program left in the pipes */
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    if (argc < 3) {
-        fprintf(stderr, "usage: exit_keeper STATUS_PATH PROGRAM [ARGUMENT...]\n");
+    int first = 1;
+    for (; first < argc && strncmp(argv[first], "--", 2) == 0; first++) {
+        const char *option = argv[first];
+        if (strncmp(option, "--output-limit=", 15) == 0 && parse_size(option + 15, &output_limit) == 0) continue;
+        if (strncmp(option, "--output-tail=", 14) == 0 && parse_size(option + 14, &output_tail) == 0) continue;
+        fprintf(stderr, "exit_keeper: unknown or bad option %s\n", option);
         return KEEPER_FAILED;
     }
-    const char *status_path = argv[1];
+    if (argc - first < 2) {
+        fprintf(stderr, "usage: exit_keeper [--output-limit=BYTES] [--output-tail=BYTES] STATUS_PATH PROGRAM "
+                        "[ARGUMENT...]\n");
+        return KEEPER_FAILED;
+    }
+    const char *status_path = argv[first];
+    char **program_argv = &argv[first + 1];
 
     sigset_t forwarded, original_mask;
     fill_forwarded_set(&forwarded);
@@ -114,6 +294,29 @@ int main(int argc, char **argv) {
         return KEEPER_FAILED;
     }
     close(null_input);
+
+    static char buffer[COPY_BUFFER_BYTES];
+    struct stream streams[2];
+    memset(streams, 0, sizeof streams);
+    int output_pipes[2][2];
+    for (int i = 0; i < 2; i++) {
+        if (pipe2(output_pipes[i], O_CLOEXEC) != 0) {
+            perror("exit_keeper: pipe2");
+            return KEEPER_FAILED;
+        }
+        streams[i].pipe_fd = output_pipes[i][0];
+        streams[i].file_fd = STDOUT_FILENO + i;
+    }
+    if (pipe2(child_exited_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        perror("exit_keeper: pipe2");
+        return KEEPER_FAILED;
+    }
+    struct sigaction on_child;
+    memset(&on_child, 0, sizeof on_child);
+    on_child.sa_handler = on_child_exited;
+    on_child.sa_flags = SA_NOCLDSTOP | SA_RESTART;
+    sigemptyset(&on_child.sa_mask);
+    sigaction(SIGCHLD, &on_child, NULL);
 
     struct timespec started;
     clock_gettime(CLOCK_MONOTONIC, &started);
@@ -134,12 +337,22 @@ int main(int argc, char **argv) {
         set_disposition(SIG_DFL);
         sigprocmask(SIG_SETMASK, &original_mask, NULL);
         close(exec_report[0]);
-        execv(argv[2], &argv[2]);
+        /* dup2 clears O_CLOEXEC on the copies: only descriptors 0, 1 and 2 reach the program. */
+        if (dup2(output_pipes[0][1], STDOUT_FILENO) < 0 || dup2(output_pipes[1][1], STDERR_FILENO) < 0) {
+            int dup_errno = errno;
+            (void)write_all(exec_report[1], (const char *)&dup_errno, sizeof dup_errno);
+            _exit(127);
+        }
+        execv(program_argv[0], program_argv);
         int exec_errno = errno;
         (void)write_all(exec_report[1], (const char *)&exec_errno, sizeof exec_errno);
         _exit(127);
     }
     close(exec_report[1]);
+    for (int i = 0; i < 2; i++) {
+        close(output_pipes[i][1]);
+        fcntl(streams[i].pipe_fd, F_SETFL, fcntl(streams[i].pipe_fd, F_GETFL) | O_NONBLOCK);
+    }
 
     /* A signal for the group that came before the program existed is pending here: pass it on, then ignore. */
     sigset_t pending;
@@ -161,13 +374,25 @@ int main(int argc, char **argv) {
     int status = 0;
     struct rusage usage;
     memset(&usage, 0, sizeof usage);
-    pid_t reaped;
-    do {
-        reaped = wait4(child, &status, 0, &usage);
-    } while (reaped < 0 && errno == EINTR);
-    if (reaped < 0) {
-        perror("exit_keeper: wait4");
-        return KEEPER_FAILED;
+    if (copy_streams(streams, buffer, child, &status, &usage) != 1) {
+        /* poll() itself failed: stop copying (the program may block on a full pipe) and wait the plain way. */
+        pid_t reaped;
+        do {
+            reaped = wait4(child, &status, 0, &usage);
+        } while (reaped < 0 && errno == EINTR);
+        if (reaped < 0) {
+            perror("exit_keeper: wait4");
+            return KEEPER_FAILED;
+        }
+    }
+
+    /* Everything the program wrote before it exited is in the pipes now. */
+    int still_open = 0;
+    for (int i = 0; i < 2; i++) {
+        if (streams[i].pipe_fd >= 0 && copy_available(&streams[i], buffer) == 0) {
+            flush_tail(&streams[i]);
+            still_open = 1;
+        }
     }
 
     struct timespec finished, finished_wall;
@@ -187,13 +412,27 @@ int main(int argc, char **argv) {
         keeper_exit = 128 + WTERMSIG(status);
     }
 
-    char line[512];
+    if (still_open) {
+        /* Processes the program left behind still hold the pipes: a drainer copies for them until they close. */
+        pid_t drainer = fork();
+        if (drainer == 0) {
+            signal(SIGCHLD, SIG_DFL);
+            copy_streams(streams, buffer, 0, &status, &usage);
+            _exit(0);
+        }
+        for (int i = 0; i < 2; i++) {
+            if (streams[i].pipe_fd >= 0) close(streams[i].pipe_fd);
+        }
+    }
+
+    char line[640];
     snprintf(line, sizeof line,
              "{\"program_pid\":%d,\"exit_code\":%s,\"signal\":%s,\"exec_errno\":%s,\"duration_ns\":%lld,"
-             "\"finished_at_ns\":%lld,\"user_cpu_us\":%lld,\"system_cpu_us\":%lld,\"max_rss_kb\":%ld}\n",
+             "\"finished_at_ns\":%lld,\"user_cpu_us\":%lld,\"system_cpu_us\":%lld,\"max_rss_kb\":%ld,"
+             "\"stdout_bytes\":%lld,\"stderr_bytes\":%lld}\n",
              (int)child, exit_code, signal_number, errno_text, nanoseconds(&finished) - nanoseconds(&started),
              nanoseconds(&finished_wall), microseconds(&usage.ru_utime), microseconds(&usage.ru_stime),
-             usage.ru_maxrss);
+             usage.ru_maxrss, streams[0].received, streams[1].received);
     if (write_status_atomically(status_path, line) != 0) {
         perror("exit_keeper: writing the status file");
         return KEEPER_FAILED;

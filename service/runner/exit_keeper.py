@@ -1,22 +1,103 @@
 """The Python twin of exit_keeper.c, for machines without a C compiler: same arguments, same status format.
 
-Run as a script (`python -I -S exit_keeper.py STATUS_PATH PROGRAM [ARGUMENT...]`); it imports only the standard
-library so that it starts as fast as Python can. See exit_keeper.c for what it does and why.
+Run as a script (`python -I -S exit_keeper.py [--output-limit=N] [--output-tail=N] STATUS_PATH PROGRAM [ARG...]`);
+it imports only the standard library so that it starts as fast as Python can. See exit_keeper.c for what it does
+and why: the program's output goes through pipes that the keeper copies into the files, within the limit.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import selectors
 import signal
 import sys
 import time
 
 KEEPER_ABANDONED = 124
 KEEPER_FAILED = 125
+COPY_BUFFER_BYTES = 65536
 FORWARDED_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name)
 )
+
+
+class Stream:
+    """One of the program's output streams on its way from a pipe into a file (see `take` in exit_keeper.c)."""
+
+    def __init__(self, pipe_fd: int, file_fd: int, limit: int, tail: int) -> None:
+        self.pipe_fd: int | None = pipe_fd
+        self.file_fd = file_fd
+        self.limit = limit
+        self.tail = tail
+        self.received = 0
+        self.kept = 0
+        self.truncated = False
+        self.ring = bytearray()
+        self.left_out = 0
+
+    def keep(self, data: bytes | bytearray) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.file_fd, view)
+            except InterruptedError:
+                continue
+            except OSError:
+                return  # a full disk loses output, never the program: the pipe is drained all the same
+            view = view[written:]
+
+    def take(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.limit < 0:
+            self.keep(data)
+            return
+        room = self.limit - self.kept
+        if room > 0:
+            self.keep(data[:room])
+            self.kept += min(room, len(data))
+            data = data[room:]
+        if not data:
+            return
+        if not self.truncated:
+            self.keep(
+                f"\n[jobmanager: output truncated at {self.limit} bytes; the rest is discarded but for its last "
+                f"{self.tail} bytes]\n".encode()
+            )
+            self.truncated = True
+        self.ring += data
+        excess = len(self.ring) - self.tail
+        if excess > 0:
+            del self.ring[:excess]
+            self.left_out += excess
+
+    def flush_tail(self) -> None:
+        if not self.truncated or (not self.ring and not self.left_out):
+            return
+        self.keep(f"\n[jobmanager: {self.left_out} bytes discarded; the last {len(self.ring)} bytes follow]\n".encode())
+        self.keep(self.ring)
+        self.ring.clear()
+        self.left_out = 0
+
+    def copy_available(self) -> bool:
+        """Read what the pipe holds now; True at end-of-file (the stream is then closed)."""
+        assert self.pipe_fd is not None
+        while True:
+            try:
+                data = os.read(self.pipe_fd, COPY_BUFFER_BYTES)
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                return False
+            except OSError:
+                data = b""
+            if data:
+                self.take(data)
+                continue
+            self.flush_tail()
+            os.close(self.pipe_fd)
+            self.pipe_fd = None
+            return True
 
 
 def write_status_atomically(status_path: str, line: str) -> None:
@@ -30,11 +111,103 @@ def write_status_atomically(status_path: str, line: str) -> None:
     os.replace(temporary_path, status_path)
 
 
+def drain_wakeups(descriptor: int) -> None:
+    while True:
+        try:
+            if not os.read(descriptor, 64):
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+
+
+def copy_streams(streams: list[Stream], child_exited_fd: int | None) -> None:
+    """Copy until the program exits (SIGCHLD wakes `child_exited_fd`), or, without it, until both streams end."""
+    with selectors.DefaultSelector() as selector:
+        for open_stream in streams:
+            if open_stream.pipe_fd is not None:
+                selector.register(open_stream.pipe_fd, selectors.EVENT_READ, open_stream)
+        if child_exited_fd is not None:
+            selector.register(child_exited_fd, selectors.EVENT_READ, None)
+        while selector.get_map():
+            for key, _ in selector.select():
+                if key.data is None:
+                    drain_wakeups(key.fd)
+                    return
+                ready: Stream = key.data
+                if ready.copy_available():
+                    selector.unregister(key.fd)
+
+
+def parse_options(argv: list[str]) -> tuple[int, int, list[str]] | None:
+    limit, tail = -1, 0
+    index = 1
+    while index < len(argv) and argv[index].startswith("--"):
+        name, _, value = argv[index].partition("=")
+        if name not in ("--output-limit", "--output-tail") or not value.isdigit():
+            return None
+        if name == "--output-limit":
+            limit = int(value)
+        else:
+            tail = int(value)
+        index += 1
+    return limit, tail, argv[index:]
+
+
+def fork_program(
+    program_argv: list[str], output_pipes: list[tuple[int, int]], original_mask: set[int | signal.Signals]
+) -> tuple[int, bytes]:
+    """Start the program with its output into the pipes; returns its pid and the errno text of a failed exec."""
+    report_read, report_write = os.pipe()  # non-inheritable: closed by a successful exec
+    child = os.fork()
+    if child == 0:  # pragma: no cover  (runs in the forked child)
+        try:
+            for number in FORWARDED_SIGNALS:
+                signal.signal(number, signal.SIG_DFL)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
+            os.close(report_read)
+            os.dup2(output_pipes[0][1], 1)  # dup2 makes the copies inheritable: only 0, 1, 2 reach the program
+            os.dup2(output_pipes[1][1], 2)
+            os.execv(program_argv[0], program_argv)  # noqa: S606  (exec without a shell is the point)
+        except OSError as error:
+            os.write(report_write, str(error.errno or 0).encode())
+        finally:
+            os._exit(127)
+    os.close(report_write)
+    for _, write_end in output_pipes:
+        os.close(write_end)
+    for number in signal.sigpending() & set(FORWARDED_SIGNALS):
+        os.kill(child, number)
+    for number in FORWARDED_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)  # discards what was pending for the keeper itself
+    signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
+    with os.fdopen(report_read, "rb") as report:
+        return child, report.read()
+
+
+def finish_output(streams: list[Stream]) -> None:
+    """Copy what the program left in the pipes; a drainer goes on for processes that still hold them open."""
+    still_open = [stream for stream in streams if stream.pipe_fd is not None and not stream.copy_available()]
+    for stream in still_open:
+        stream.flush_tail()
+    if still_open and os.fork() == 0:  # pragma: no cover  (the drainer)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        copy_streams(still_open, None)
+        os._exit(0)
+    for stream in still_open:
+        if stream.pipe_fd is not None:
+            os.close(stream.pipe_fd)
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 3:
-        sys.stderr.write("usage: exit_keeper.py STATUS_PATH PROGRAM [ARGUMENT...]\n")
+    parsed = parse_options(argv)
+    if parsed is None or len(parsed[2]) < 2:
+        sys.stderr.write(
+            "usage: exit_keeper.py [--output-limit=BYTES] [--output-tail=BYTES] STATUS_PATH PROGRAM [ARGUMENT...]\n"
+        )
         return KEEPER_FAILED
-    status_path, program_argv = argv[1], argv[2:]
+    limit, tail, (status_path, *program_argv) = parsed
     # Blocked, not ignored, until the program exists: a signal sent in that moment is passed on, not lost.
     original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     if os.read(0, 1) != b"g":
@@ -42,32 +215,27 @@ def main(argv: list[str]) -> int:
     null_input = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null_input, 0)
     os.close(null_input)
+    output_pipes = [os.pipe(), os.pipe()]
+    streams = [Stream(read_end, 1 + index, limit, tail) for index, (read_end, _) in enumerate(output_pipes)]
+    for stream in streams:
+        assert stream.pipe_fd is not None
+        os.set_blocking(stream.pipe_fd, False)
+    # SIGCHLD wakes the copy loop: Python's handler machinery writes to this descriptor (the self-pipe trick).
+    child_exited_read, child_exited_write = os.pipe()
+    os.set_blocking(child_exited_read, False)
+    os.set_blocking(child_exited_write, False)
+    signal.set_wakeup_fd(child_exited_write)
+    signal.signal(signal.SIGCHLD, lambda _number, _frame: None)
     started = time.monotonic_ns()
-    report_read, report_write = os.pipe()  # non-inheritable: closed by a successful exec
+    child, exec_report = fork_program(program_argv, output_pipes, original_mask)
 
-    child = os.fork()
-    if child == 0:  # pragma: no cover  (runs in the forked child)
-        try:
-            for number in FORWARDED_SIGNALS:
-                signal.signal(number, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
-            os.close(report_read)
-            os.execv(program_argv[0], program_argv)  # noqa: S606  (exec without a shell is the point)
-        except OSError as error:
-            os.write(report_write, str(error.errno or 0).encode())
-        finally:
-            os._exit(127)
-    os.close(report_write)
-    for number in signal.sigpending() & set(FORWARDED_SIGNALS):
-        os.kill(child, number)
-    for number in FORWARDED_SIGNALS:
-        signal.signal(number, signal.SIG_IGN)  # discards what was pending for the keeper itself
-    signal.pthread_sigmask(signal.SIG_SETMASK, original_mask)
-    with os.fdopen(report_read, "rb") as report:
-        exec_report = report.read()
-
-    _, status, usage = os.wait4(child, 0)
+    while True:
+        reaped, status, usage = os.wait4(child, os.WNOHANG)
+        if reaped == child:
+            break
+        copy_streams(streams, child_exited_read)
     finished = time.monotonic_ns()
+    finish_output(streams)  # everything the program wrote before it exited is in the pipes now
     exit_code = os.waitstatus_to_exitcode(status)
     record = {
         "program_pid": child,
@@ -79,6 +247,8 @@ def main(argv: list[str]) -> int:
         "user_cpu_us": int(usage.ru_utime * 1_000_000),
         "system_cpu_us": int(usage.ru_stime * 1_000_000),
         "max_rss_kb": usage.ru_maxrss,
+        "stdout_bytes": streams[0].received,
+        "stderr_bytes": streams[1].received,
     }
     write_status_atomically(status_path, json.dumps(record, separators=(",", ":")) + "\n")
     if exec_report:

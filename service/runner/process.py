@@ -44,6 +44,10 @@ class ProcessSpec:
     stderr_path: Path
     status_path: Path
     """Where the exit keeper writes how the program ended."""
+    output_limit_bytes: int | None = None
+    """The most the exit keeper copies into each output file before its truncation marker; None: no limit."""
+    output_tail_bytes: int = 0
+    """Past the limit, how many of the last bytes of each stream the keeper still appends when the stream ends."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,9 @@ class ProcessExit:
     user_cpu_ms: int | None = None
     system_cpu_ms: int | None = None
     max_rss_kb: int | None = None
+    stdout_bytes: int | None = None
+    """What the program wrote to stdout, kept or not (known only under an exit keeper)."""
+    stderr_bytes: int | None = None
 
 
 class SpawnError(Exception):
@@ -112,7 +119,57 @@ def read_exit_status(status_path: Path, program: str) -> ProcessExit | None:
         user_cpu_ms=record.get("user_cpu_us", 0) // 1000,
         system_cpu_ms=record.get("system_cpu_us", 0) // 1000,
         max_rss_kb=record.get("max_rss_kb"),
+        stdout_bytes=record.get("stdout_bytes"),
+        stderr_bytes=record.get("stderr_bytes"),
     )
+
+
+def _live_group_members_linux(pgid: int) -> list[int]:
+    """The processes of group `pgid` that still run, from /proc (zombies excluded)."""
+    members = []
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as stat_file:
+                    stat = stat_file.read()
+            except OSError:
+                continue  # ended while we looked
+            # The command name (field 2) is in parentheses and may contain anything; the rest follows the last ')'.
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+                members.append(int(entry.name))
+    return members
+
+
+def group_is_alive(pgid: int) -> bool:
+    """Whether process group `pgid` still has a running member. A zombie is not running: it only waits for its
+    parent (or an init that may be slow to reap orphans) to collect it."""
+    if IS_WINDOWS:
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return bool(_live_group_members_linux(pgid)) if sys.platform == "linux" else True
+
+
+def _kill_member(pid: int, pgid: int) -> None:
+    """SIGKILL one member of group `pgid`, through a pidfd so that a pid reused meanwhile is never hit."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return  # gone already
+    try:
+        if os.getpgid(pid) == pgid:  # the pidfd pins the process: still the member we listed
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass  # it ended in between
+    finally:
+        os.close(pidfd)
 
 
 async def _wait_readable(descriptor: int) -> None:
@@ -270,6 +327,36 @@ class RunningProcess:
         """SIGKILL: everything in the group ends at once, the keeper too."""
         self.signal_group(signal.SIGTERM if IS_WINDOWS else signal.SIGKILL)
 
+    def group_is_alive(self) -> bool:
+        """Whether any process of the attempt's group still runs (the leader, or processes it left behind)."""
+        if IS_WINDOWS:
+            return self.returncode is None and self._popen is not None and self._popen.poll() is None
+        return group_is_alive(self.pid)
+
+    def kill_group_if_alive(self, *, spare_keeper: bool = True) -> None:
+        """SIGKILL whatever still runs in the group, even once its leader has ended (its pgid stays reserved
+        while any member lives, so it cannot name a stranger's group then).
+
+        Under an exit keeper (on Linux), `spare_keeper` leaves the keeper alone: it then records the program's
+        death, with its rusage, as for any other ending. Without it, the keeper dies too.
+        """
+        if IS_WINDOWS:
+            self.kill_group()
+            return
+        if spare_keeper and self._status_path is not None and HAS_PIDFD and sys.platform == "linux":
+            for member in _live_group_members_linux(self.pid):
+                if member != self.pid:
+                    _kill_member(member, self.pid)
+        elif self.group_is_alive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+
+def _keeper_options(spec: ProcessSpec) -> list[str]:
+    if spec.output_limit_bytes is None:
+        return []
+    return [f"--output-limit={spec.output_limit_bytes}", f"--output-tail={spec.output_tail_bytes}"]
+
 
 class ProcessLauncher:
     """Starts programs, under the exit keeper when there is one (`keeper_command`), directly otherwise."""
@@ -282,7 +369,9 @@ class ProcessLauncher:
         return self._keeper_command is not None
 
     def start(self, spec: ProcessSpec) -> RunningProcess:
-        """Start the program with stdout and stderr in files (never pipes: the child must not block on us).
+        """Start the program with its stdout and stderr bound for files: written directly, or, under the exit
+        keeper, through pipes that the keeper (never the service) holds and copies within the output limit. The
+        program must not notice a crash of the service, nor block on it.
 
         Under a keeper, the program waits for `release()`. Raises `SpawnError` when it cannot be started.
         """
@@ -295,7 +384,11 @@ class ProcessLauncher:
         spec.status_path.parent.mkdir(parents=True, exist_ok=True)
         spec.stdout_path.parent.mkdir(parents=True, exist_ok=True)
         spec.stderr_path.parent.mkdir(parents=True, exist_ok=True)
-        argv = [*self._keeper_command, str(spec.status_path), *spec.argv] if self._keeper_command else [*spec.argv]
+        argv = (
+            [*self._keeper_command, *_keeper_options(spec), str(spec.status_path), *spec.argv]
+            if self._keeper_command
+            else [*spec.argv]
+        )
         started_monotonic = time.monotonic()
         spawned_at = datetime.now(UTC)
         if IS_WINDOWS:

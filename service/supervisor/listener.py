@@ -1,4 +1,4 @@
-"""Wakes this node's supervisor when any node submits a job, so other nodes never wait for their next poll."""
+"""Wakes this node's supervisor when any node submits a job or asks for a cancel, so nobody waits for a poll."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from service.db.notifications import JOBS_DUE_CHANNEL, NotificationConnection
+from service.db.notifications import CANCEL_REQUESTED_CHANNEL, JOBS_DUE_CHANNEL, NotificationConnection
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +23,16 @@ class DueJobListener:
     Missing a notification costs at most one poll interval: the supervisor's poll remains the safety net.
     """
 
-    def __init__(self, database_url: str, on_due: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        on_due: Callable[[], None],
+        *,
+        on_cancel_requested: Callable[[], None] | None = None,
+    ) -> None:
         self._database_url = database_url
         self._on_due = on_due
+        self._on_cancel_requested = on_cancel_requested
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
 
@@ -49,11 +56,13 @@ class DueJobListener:
     async def run_once(self) -> None:
         """Connect, listen until the connection is lost, then return."""
         self._lost.clear()
-        connection = await NotificationConnection.open(
-            self._database_url, JOBS_DUE_CHANNEL, on_notify=self._on_due, on_lost=self._lost.set
-        )
+        callbacks = {JOBS_DUE_CHANNEL: self._on_due}
+        if self._on_cancel_requested is not None:
+            callbacks[CANCEL_REQUESTED_CHANNEL] = self._on_cancel_requested
+        connection = await NotificationConnection.open(self._database_url, callbacks, on_lost=self._lost.set)
         try:
-            self._on_due()  # anything submitted while we were not listening
+            for callback in callbacks.values():
+                callback()  # anything submitted, or cancelled, while we were not listening
             while not connection.is_closed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._lost.wait(), timeout=HEALTH_CHECK_SECONDS)

@@ -1,30 +1,7 @@
-"""Where an attempt's files live: DATA_DIR/output/job-<id>/attempt-<n>/{stdout,stderr,exit-status.json}."""
+"""Where an attempt's files live (the layout itself is in service/domain/paths.py, shared with the API)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from service.domain.paths import AttemptFiles, attempt_files
 
-from service.domain.identifiers import format_job_id
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptFiles:
-    directory: Path
-
-    @property
-    def stdout(self) -> Path:
-        return self.directory / "stdout"
-
-    @property
-    def stderr(self) -> Path:
-        return self.directory / "stderr"
-
-    @property
-    def exit_status(self) -> Path:
-        """Written by the exit keeper when the program ends; it outlives the service."""
-        return self.directory / "exit-status.json"
-
-
-def attempt_files(output_dir: Path, job_id: int, attempt_number: int) -> AttemptFiles:
-    return AttemptFiles(output_dir / format_job_id(job_id) / f"attempt-{attempt_number}")
+__all__ = ["AttemptFiles", "attempt_files"]

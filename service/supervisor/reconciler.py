@@ -5,12 +5,17 @@ For each such attempt, in this order:
 - its keeper is still alive and is the same process (pid and start time match) → adopt it: the supervisor watches
   it and records its real outcome when it ends;
 - neither → `lost`, and the job follows its retry policy.
+A cancel asked for while the service was down is honoured: an adopted process is ended at once (its attempt is
+`cancelled`), and a job whose attempt had ended, or is lost, becomes `cancelled` rather than retried. An adopted
+attempt's timeout counts from its recorded start, time spent while the service was down included. Each settled
+attempt gets the tail of its output files stored, as one settled by the supervisor does.
 Without a keeper (EXIT_KEEPER=none, and always on Windows) a live leftover cannot tell its exit status to anyone,
 so it is ended (its whole group) before being recorded as lost, and never runs beside its own retry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -21,9 +26,17 @@ from pathlib import Path
 import psutil
 
 from service.db.repository import AttemptEnding, AttemptRecord, Repository
+from service.domain.retry import RetryPolicy
 from service.runner.process import IS_WINDOWS, RunningProcess, is_same_process, read_exit_status
 from service.supervisor.paths import attempt_files
-from service.supervisor.supervisor import AttemptKey, Supervisor, ending_from_exit, lost_ending
+from service.supervisor.supervisor import (
+    DEFAULT_OUTPUT_TAIL_BYTES,
+    AttemptKey,
+    Supervisor,
+    ending_from_exit,
+    lost_ending,
+    with_output_tails,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,20 +63,23 @@ class Reconciler:
         supervisor: Supervisor,
         *,
         output_dir: Path,
-        retry_backoff_seconds: float,
+        retry_policy: RetryPolicy,
         keeper_in_use: bool,
+        output_tail_bytes: int = DEFAULT_OUTPUT_TAIL_BYTES,
     ) -> None:
         self._repository = repository
         self._supervisor = supervisor
         self._output_dir = output_dir
-        self._retry_backoff_seconds = retry_backoff_seconds
+        self._retry_policy = retry_policy
         self._keeper_in_use = keeper_in_use
+        self._output_tail_bytes = output_tail_bytes
 
     async def run_once(self) -> ReconcileReport:
         started = time.monotonic()
         attempts = await self._repository.running_attempts_on_node(self._supervisor.node_id)
         adopted = recovered = lost = ended = 0
-        for attempt in attempts:
+        for running in attempts:
+            attempt = running.attempt
             key = AttemptKey.of_record(attempt)
             status_path = attempt_files(self._output_dir, attempt.job_id, attempt.attempt_number).exit_status
             process = None
@@ -80,7 +96,13 @@ class Reconciler:
                 await self._record(attempt, ending_from_exit(process_exit))
                 recovered += 1
             elif process is not None:
-                self._supervisor.adopt(key, process)
+                self._supervisor.adopt(
+                    key,
+                    process,
+                    started_at=attempt.started_at,
+                    timeout_seconds=running.timeout_seconds,
+                    cancel_requested=running.cancel_requested,
+                )
                 adopted += 1
             else:
                 if not self._keeper_in_use and is_same_process(attempt.pid, attempt.process_started_at):
@@ -116,8 +138,11 @@ class Reconciler:
         return "the process and its exit keeper are gone and no exit status was written"
 
     async def _record(self, attempt: AttemptRecord, ending: AttemptEnding) -> None:
+        ending = await asyncio.to_thread(
+            with_output_tails, ending, self._output_dir, AttemptKey.of_record(attempt), self._output_tail_bytes
+        )
         recorded = await self._repository.record_outcome(
-            attempt_id=attempt.id, ending=ending, retry_backoff_seconds=self._retry_backoff_seconds
+            attempt_id=attempt.id, ending=ending, retry_policy=self._retry_policy
         )
         if recorded is not None:
             logger.info(

@@ -1,4 +1,5 @@
-"""The supervisor: claims due jobs up to the node's free slots, starts their processes, records every ending."""
+"""The supervisor: claims due jobs up to the node's free slots, starts their processes, ends those cancelled or
+timed out, and records every ending."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,8 +19,10 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from service.db.repository import AttemptEnding, AttemptRecord, ClaimedAttempt, RecordedOutcome, Repository
 from service.domain.identifiers import format_job_id
+from service.domain.retry import RetryPolicy
 from service.domain.status import AttemptOutcome, JobStatus
 from service.runner.environment import child_environment
+from service.runner.output import tail_text
 from service.runner.process import (
     ExitUnknownError,
     ProcessExit,
@@ -40,6 +44,10 @@ TRANSIENT_DATABASE_ERRORS = (OperationalError, InterfaceError, OSError, TimeoutE
 RECORD_RETRY_FIRST_DELAY_SECONDS = 0.1
 RECORD_RETRY_MAX_DELAY_SECONDS = 5.0
 KILL_WAIT_SECONDS = 5.0
+# While a cancelled or timed-out attempt's group still has processes after its leader ended, look this often.
+GROUP_POLL_SECONDS = 0.1
+DEFAULT_CANCEL_GRACE_SECONDS = 10.0
+DEFAULT_OUTPUT_TAIL_BYTES = 64 * 1024
 # At shutdown, outcomes already observed get this long to reach the database; after that their exit-status files
 # still hold them, and the next start records them.
 FINISH_WRITES_SECONDS = 10.0
@@ -60,13 +68,19 @@ class ShutdownMode(StrEnum):
 class SupervisorConfig:
     node_id: str
     max_concurrent_jobs: int
-    retry_backoff_seconds: float
+    retry_policy: RetryPolicy
     poll_interval_seconds: float
     shutdown_grace_seconds: float
     output_dir: Path
     shutdown_mode: ShutdownMode = ShutdownMode.LEAVE
     inherited_environment: tuple[str, ...] = ()
     parent_environment: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    cancel_grace_seconds: float = DEFAULT_CANCEL_GRACE_SECONDS
+    """A cancelled or timed-out attempt's group gets SIGTERM, then SIGKILL this long after if anything still runs."""
+    output_limit_bytes: int | None = None
+    """Bytes of each output stream kept in its file (by the exit keeper); None: all of them."""
+    output_tail_bytes: int = DEFAULT_OUTPUT_TAIL_BYTES
+    """The end of each stream that is kept past the limit, and stored on the attempt row when it ends."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +103,20 @@ class AttemptKey:
         return f"job {format_job_id(self.job_id)} attempt {self.attempt_number}"
 
 
+@dataclass(slots=True, eq=False)
+class _Watched:
+    """A process this node watches, and whether (and why) the service is ending it."""
+
+    key: AttemptKey
+    process: RunningProcess
+    stop_reason: AttemptOutcome | None = None
+    """CANCELLED or TIMED_OUT once the service has decided to end it; the outcome it will be recorded with."""
+    stop_detail: str | None = None
+    stop_started: float | None = None
+    """Event-loop time of the SIGTERM."""
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+
 def ending_from_exit(process_exit: ProcessExit) -> AttemptEnding:
     """How an observed (or recovered) exit is written down."""
     if process_exit.spawn_error is not None:
@@ -106,6 +134,19 @@ def ending_from_exit(process_exit: ProcessExit) -> AttemptEnding:
         signal=process_exit.signal,
         duration_ms=process_exit.duration_ms,
         error=process_exit.spawn_error,
+        user_cpu_ms=process_exit.user_cpu_ms,
+        system_cpu_ms=process_exit.system_cpu_ms,
+        max_rss_kb=process_exit.max_rss_kb,
+        stdout_bytes=process_exit.stdout_bytes,
+        stderr_bytes=process_exit.stderr_bytes,
+    )
+
+
+def with_output_tails(ending: AttemptEnding, output_dir: Path, key: AttemptKey, tail_bytes: int) -> AttemptEnding:
+    """The ending with the last `tail_bytes` of each output file, for the attempt row (blocking file reads)."""
+    files = attempt_files(output_dir, key.job_id, key.attempt_number)
+    return replace(
+        ending, stdout_tail=tail_text(files.stdout, tail_bytes), stderr_tail=tail_text(files.stderr, tail_bytes)
     )
 
 
@@ -121,7 +162,7 @@ class Supervisor:
         self._config = config
         self._launcher = launcher
         self._wakeup = asyncio.Event()
-        self._running: dict[int, RunningProcess] = {}
+        self._running: dict[int, _Watched] = {}
         self._watchers = TaskSet("attempt-watcher")
         self._recordings = TaskSet("outcome-writer")
         self._loop_task: asyncio.Task[None] | None = None
@@ -178,8 +219,8 @@ class Supervisor:
         if self.running_count:
             logger.info("leaving %d job(s) running; the next start adopts them", self.running_count)
         await self._watchers.cancel_all()
-        for process in self._running.values():
-            process.abandon()  # a keeper not yet given its go-ahead exits without running anything
+        for watched in self._running.values():
+            watched.process.abandon()  # a keeper not yet given its go-ahead exits without running anything
         self._running.clear()
         if not await self._recordings.wait(FINISH_WRITES_SECONDS):
             logger.error("some outcomes could not be written in time; the next start reads them from their files")
@@ -187,8 +228,8 @@ class Supervisor:
         logger.info("supervisor stopped")
 
     def _signal_all(self, send: Callable[[RunningProcess], None]) -> None:
-        for process in list(self._running.values()):
-            send(process)
+        for watched in list(self._running.values()):
+            send(watched.process)
 
     async def wait_until_idle(self, timeout: float) -> bool:
         """True once every attempt started here has ended and its outcome is written (tests, draining)."""
@@ -202,6 +243,7 @@ class Supervisor:
         while not self._stopping:
             self._wakeup.clear()
             try:
+                await self.apply_cancel_requests()
                 started = await self.run_once()
             except TRANSIENT_DATABASE_ERRORS:
                 logger.exception("claim round failed; trying again in %.1f s", self._config.poll_interval_seconds)
@@ -220,11 +262,40 @@ class Supervisor:
             self._launch(attempt)
         return len(claimed)
 
-    def adopt(self, key: AttemptKey, process: RunningProcess) -> None:
-        """Watch a process that a previous life of the service started (the reconciler found it alive)."""
+    async def apply_cancel_requests(self) -> int:
+        """End the attempts running here whose job a user asked to cancel; returns how many it began to end.
+
+        Called on every round of the claim loop: a NOTIFY (from any node's API) or a poll starts a round.
+        """
+        if not self._running:
+            return 0
+        begun = 0
+        for attempt_id in await self._repository.attempts_to_cancel(self._config.node_id):
+            watched = self._running.get(attempt_id)
+            if watched is not None and self._begin_stop(watched, AttemptOutcome.CANCELLED, "cancelled by a user"):
+                begun += 1
+        return begun
+
+    def adopt(
+        self,
+        key: AttemptKey,
+        process: RunningProcess,
+        *,
+        started_at: datetime | None = None,
+        timeout_seconds: float | None = None,
+        cancel_requested: bool = False,
+    ) -> None:
+        """Watch a process that a previous life of the service started (the reconciler found it alive).
+
+        Its timeout runs from `started_at`, the attempt's recorded start: time spent while the service was down
+        counts. A cancel asked for meanwhile is carried out at once.
+        """
         logger.info("%s adopted: pid %d still running", key, process.pid)
-        self._running[key.attempt_id] = process
-        self._watchers.spawn(self._watch(key, process), name=str(key))
+        watched = _Watched(key, process)
+        self._running[key.attempt_id] = watched
+        self._watchers.spawn(self._watch(watched, started_at, timeout_seconds), name=str(key))
+        if cancel_requested:
+            self._begin_stop(watched, AttemptOutcome.CANCELLED, "cancelled by a user")
 
     def _launch(self, claimed: ClaimedAttempt) -> None:
         key = AttemptKey.of_claim(claimed)
@@ -237,8 +308,9 @@ class Supervisor:
             )
             self._recordings.spawn(self._record_durably(key, ending), name=str(key))
             return
-        self._running[key.attempt_id] = process
-        self._watchers.spawn(self._release_and_watch(key, process), name=str(key))
+        watched = _Watched(key, process)
+        self._running[key.attempt_id] = watched
+        self._watchers.spawn(self._release_and_watch(watched, claimed.timeout_seconds), name=str(key))
 
     def _process_spec(self, attempt: ClaimedAttempt) -> ProcessSpec:
         files = attempt_files(self._config.output_dir, attempt.job_id, attempt.attempt_number)
@@ -257,9 +329,12 @@ class Supervisor:
             stdout_path=files.stdout,
             stderr_path=files.stderr,
             status_path=files.exit_status,
+            output_limit_bytes=self._config.output_limit_bytes,
+            output_tail_bytes=self._config.output_tail_bytes,
         )
 
-    async def _release_and_watch(self, key: AttemptKey, process: RunningProcess) -> None:
+    async def _release_and_watch(self, watched: _Watched, timeout_seconds: float | None) -> None:
+        key, process = watched.key, watched.process
         # The program may only run once its pid is committed: a crash before that leaves nothing unrecorded.
         await self._with_retries(
             "record the process of",
@@ -272,32 +347,85 @@ class Supervisor:
             ),
         )
         process.release()
+        # The program starts now; its timeout runs from here (an adopted one's, from the recorded start).
+        released_at = datetime.now(UTC)
         logger.info("%s started: pid %d", key, process.pid)
-        await self._watch(key, process)
+        await self._watch(watched, released_at, timeout_seconds)
 
-    async def _watch(self, key: AttemptKey, process: RunningProcess) -> None:
+    async def _watch(self, watched: _Watched, started_at: datetime | None, timeout_seconds: float | None) -> None:
+        key, process = watched.key, watched.process
+        if timeout_seconds is not None:
+            deadline = (started_at or process.spawned_at) + timedelta(seconds=timeout_seconds)
+            remaining = (deadline - datetime.now(UTC)).total_seconds()
+            watched.timers.append(
+                asyncio.get_running_loop().call_later(
+                    max(0.0, remaining),
+                    self._begin_stop,
+                    watched,
+                    AttemptOutcome.TIMED_OUT,
+                    f"ran longer than its timeout of {timeout_seconds:g} s",
+                )
+            )
         try:
             try:
                 ending = ending_from_exit(await process.wait())
             except ExitUnknownError as error:
                 ending = lost_ending(str(error))
+            if watched.stop_reason is not None:
+                await self._until_group_ends(watched)
         finally:
+            for timer in watched.timers:
+                timer.cancel()
             self._running.pop(key.attempt_id, None)
+        ending = _as_stopped(watched, ending)
         # Written by a task of its own, so that a shutdown that stops watching never interrupts a write.
         self._recordings.spawn(self._record_durably(key, ending), name=str(key))
 
+    def _begin_stop(self, watched: _Watched, reason: AttemptOutcome, detail: str) -> bool:
+        """SIGTERM the attempt's group now and SIGKILL what is left of it after the grace period. False if the
+        attempt is already being ended, or no longer watched."""
+        if watched.stop_reason is not None or self._running.get(watched.key.attempt_id) is not watched:
+            return False
+        loop = asyncio.get_running_loop()
+        grace = self._config.cancel_grace_seconds
+        watched.stop_reason, watched.stop_detail, watched.stop_started = reason, detail, loop.time()
+        logger.info(
+            "%s %s: SIGTERM to its process group, SIGKILL in %.1f s if any of it still runs", watched.key, detail, grace
+        )
+        watched.process.terminate_group()
+        # The program and what it started get SIGKILL after the grace period; the keeper is spared so that it can
+        # record the ending. Should the keeper itself not end soon after, it is killed too.
+        watched.timers.append(loop.call_later(grace, watched.process.kill_group_if_alive))
+        watched.timers.append(
+            loop.call_later(grace + KILL_WAIT_SECONDS, partial(watched.process.kill_group_if_alive, spare_keeper=False))
+        )
+        return True
+
+    async def _until_group_ends(self, watched: _Watched) -> None:
+        """Once the leader has ended, wait for the rest of the group (a child that ignored SIGTERM, say) to end
+        too, or to be killed when the grace period is over: an attempt is over when nothing of it runs."""
+        loop = asyncio.get_running_loop()
+        assert watched.stop_started is not None
+        give_up = watched.stop_started + self._config.cancel_grace_seconds + 2 * KILL_WAIT_SECONDS
+        # Nothing signals the end of a process that is not our child: look until the group is empty.
+        while loop.time() < give_up and await asyncio.to_thread(watched.process.group_is_alive):  # noqa: ASYNC110
+            await asyncio.sleep(GROUP_POLL_SECONDS)
+
     async def _record_durably(self, key: AttemptKey, ending: AttemptEnding) -> None:
         """Record the ending, retrying through database hiccups: an outcome observed is an outcome recorded."""
+        ending = await asyncio.to_thread(
+            with_output_tails, ending, self._config.output_dir, key, self._config.output_tail_bytes
+        )
         recorded = await self._with_retries(
             "record the outcome of",
             key,
             lambda: self._repository.record_outcome(
-                attempt_id=key.attempt_id, ending=ending, retry_backoff_seconds=self._config.retry_backoff_seconds
+                attempt_id=key.attempt_id, ending=ending, retry_policy=self._config.retry_policy
             ),
         )
         self._log_outcome(key, ending, recorded)
-        if recorded is not None and recorded.job_status is JobStatus.RETRIED:
-            asyncio.get_running_loop().call_later(self._config.retry_backoff_seconds, self.wake)
+        if recorded is not None and recorded.retry_in_seconds is not None:
+            asyncio.get_running_loop().call_later(recorded.retry_in_seconds, self.wake)
         self.wake()  # a slot is free
 
     async def _with_retries(self, what: str, key: AttemptKey, operation: Callable[[], Awaitable[T]]) -> T:
@@ -330,8 +458,19 @@ class Supervisor:
             logger.info(
                 "job %s retry scheduled in %.1f s (attempt %d)",
                 job_id,
-                self._config.retry_backoff_seconds,
+                recorded.retry_in_seconds or 0.0,
                 key.attempt_number + 1,
             )
         elif recorded.job_status is not None and recorded.job_status.is_final:
             logger.info("job %s finished: %s", job_id, recorded.job_status.value)
+
+
+def _as_stopped(watched: _Watched, ending: AttemptEnding) -> AttemptEnding:
+    """An attempt the service ended is recorded as cancelled or timed out, whatever the signal made of it (a
+    program that catches SIGTERM and exits 0 was cancelled all the same); the exit code and signal stay as seen."""
+    if watched.stop_reason is None or ending.outcome is AttemptOutcome.SPAWN_FAILED:
+        return ending
+    detail = watched.stop_detail
+    if ending.outcome is AttemptOutcome.LOST:
+        detail = f"{detail}; then {ending.error}"
+    return replace(ending, outcome=watched.stop_reason, error=detail)

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.app import create_app
 from service.db.repository import AttemptEnding, Repository
+from service.domain.retry import NO_WAIT
 from service.domain.status import AttemptOutcome
 from service.settings import Settings
 
@@ -87,6 +88,17 @@ def postman_route(request: dict[str, Any]) -> tuple[str, str, list[str]]:
     return method, path_template(segments), query
 
 
+def wire_names(handler: HTTPRouteHandler) -> set[str]:
+    """The names a handler takes its parameters by: its argument names, and the names some are given on the wire
+    (`QueryParameter(name="createdAfter")`)."""
+    names = set(inspect.signature(handler.fn).parameters)
+    for parameter in handler.parsed_fn_signature.parameters.values():
+        alias = getattr(parameter.kwarg_definition, "name", None)
+        if alias:
+            names.add(alias)
+    return names
+
+
 def test_postman_collection_matches_the_routes(app_routes: dict[tuple[str, str], HTTPRouteHandler]) -> None:
     assert POSTMAN_COLLECTION.is_file(), f"{POSTMAN_COLLECTION.name} is missing at the repository root"
     collection = json.loads(POSTMAN_COLLECTION.read_text(encoding="utf-8"))
@@ -99,7 +111,7 @@ def test_postman_collection_matches_the_routes(app_routes: dict[tuple[str, str],
         method, template, query = postman_route(request)
         handler = app_routes.get((method, template))
         assert handler is not None, f"{name}: {method} {template} is not a route of the app"
-        accepted = set(inspect.signature(handler.fn).parameters)
+        accepted = wire_names(handler)
         unknown = set(query) - accepted
         assert not unknown, f"{name}: query parameter(s) {sorted(unknown)} are not taken by {method} {template}"
         covered.add((method, template))
@@ -109,7 +121,8 @@ def test_postman_collection_matches_the_routes(app_routes: dict[tuple[str, str],
     assert not missing, f"routes without a request in {POSTMAN_COLLECTION.name}: {missing}"
 
 
-def readme_psql_queries() -> list[str]:
+def readme_psql_queries() -> list[tuple[str, list[str]]]:
+    """Each ```sql block of the psql section, with the columns of the psql output block that follows it."""
     text = README.read_text(encoding="utf-8")
     heading = re.search(rf"^{re.escape(PSQL_SECTION_HEADING)}[ \t]*$", text, flags=re.MULTILINE)
     assert heading is not None, f"README.md has no {PSQL_SECTION_HEADING!r} section"
@@ -117,7 +130,15 @@ def readme_psql_queries() -> list[str]:
     following = re.search(r"^## ", section, flags=re.MULTILINE)
     if following:
         section = section[: following.start()]
-    return [block.strip() for block in re.findall(r"^```sql[ \t]*\n(.*?)^```", section, flags=re.MULTILINE | re.DOTALL)]
+    queries = []
+    for match in re.finditer(r"^```sql[ \t]*\n(.*?)^```[ \t]*\n", section, flags=re.MULTILINE | re.DOTALL):
+        query = match.group(1).strip()
+        # The next block shows what psql printed; its first line is the column header: " a | b | c ".
+        output = re.match(r"\s*^```(?:text)?[ \t]*\n(.*?)^```", section[match.end() :], flags=re.MULTILINE | re.DOTALL)
+        assert output is not None, f"README query is not followed by the output it gives:\n{query}"
+        header = output.group(1).strip("\n").splitlines()[0]
+        queries.append((query, [column.strip() for column in header.split("|")]))
+    return queries
 
 
 async def seed_history(repository: Repository) -> None:
@@ -131,7 +152,7 @@ async def seed_history(repository: Repository) -> None:
         ending = AttemptEnding(
             outcome=outcome, finished_at=now, exit_code=exit_code, signal=signal, duration_ms=duration_ms
         )
-        assert await repository.record_outcome(attempt_id=attempt_id, ending=ending, retry_backoff_seconds=0)
+        assert await repository.record_outcome(attempt_id=attempt_id, ending=ending, retry_policy=NO_WAIT)
 
     for name, arguments in (
         ("task-123", ["input1", "output2"]),
@@ -161,15 +182,15 @@ async def seed_history(repository: Repository) -> None:
 async def test_readme_psql_queries_run_on_a_real_history(engine: AsyncEngine, repository: Repository) -> None:
     assert README.is_file(), "README.md is missing"
     queries = readme_psql_queries()
-    assert len(queries) >= 3, f"expected at least 3 ```sql blocks under {PSQL_SECTION_HEADING!r}, found {len(queries)}"
+    assert len(queries) >= 6, f"expected at least 6 ```sql blocks under {PSQL_SECTION_HEADING!r}, found {len(queries)}"
     await seed_history(repository)
 
     async with engine.connect() as connection:
-        for query in queries:
+        for query, columns in queries:
             # Exactly what a psql user would paste, sent as it is (no SQLAlchemy parameter parsing).
             result = await connection.exec_driver_sql(query)
             assert result.returns_rows, f"README query returns no rows at all:\n{query}"
-            assert len(result.keys()) >= 1, f"README query returns no column:\n{query}"
+            assert list(result.keys()) == columns, f"README query gives other columns than its output shows:\n{query}"
             result.fetchall()
         await connection.rollback()
 

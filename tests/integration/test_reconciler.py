@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.repository import AttemptRecord, JobRecord, Repository
+from service.domain.retry import NO_WAIT
 from service.domain.status import AttemptOutcome, JobStatus
 from service.runner.process import ProcessLauncher, ProcessSpec, process_start_time
 from service.settings import DEFAULT_CHILD_ENVIRONMENT
@@ -66,7 +67,7 @@ class Lives:
         values: dict[str, Any] = {
             "node_id": NODE_ID,
             "max_concurrent_jobs": 10,
-            "retry_backoff_seconds": 0.0,
+            "retry_policy": NO_WAIT,
             "poll_interval_seconds": 0.2,
             "shutdown_grace_seconds": 2.0,
             "shutdown_mode": ShutdownMode.LEAVE,
@@ -83,7 +84,7 @@ class Lives:
             self.repository,
             supervisor,
             output_dir=self.output_dir,
-            retry_backoff_seconds=0.0,
+            retry_policy=NO_WAIT,
             keeper_in_use=keeper_in_use,
         )
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.repository import AttemptEnding, AttemptRecord, ClaimedAttempt, JobRecord, Repository
 from service.domain.identifiers import format_job_id
+from service.domain.retry import NO_WAIT, RetryPolicy
 from service.domain.status import AttemptOutcome, JobStatus
 from service.runner.process import ProcessLauncher
 from service.settings import DEFAULT_CHILD_ENVIRONMENT
@@ -57,7 +58,7 @@ def config(tmp_path: Path, **overrides: Any) -> SupervisorConfig:
     values: dict[str, Any] = {
         "node_id": NODE_ID,
         "max_concurrent_jobs": 4,
-        "retry_backoff_seconds": 0.05,
+        "retry_policy": RetryPolicy(base_seconds=0.05, cap_seconds=0.05),
         "poll_interval_seconds": 0.2,
         "shutdown_grace_seconds": 2.0,
         # Tests end every process they start; leaving jobs to a next start is covered by the restart tests.
@@ -366,7 +367,7 @@ async def test_a_second_outcome_for_a_finished_attempt_writes_nothing(
     late = await repository.record_outcome(
         attempt_id=attempts[0].id,
         ending=AttemptEnding(outcome=AttemptOutcome.FAILED, finished_at=datetime.now(UTC), exit_code=9),
-        retry_backoff_seconds=0,
+        retry_policy=NO_WAIT,
     )
 
     assert late is None

@@ -88,7 +88,7 @@ def test_each_variable_is_read_by_its_name(monkeypatch: pytest.MonkeyPatch, tmp_
     assert settings.log_file == tmp_path / "service.log"
     assert settings.log_level == "DEBUG"
     assert settings.node_id == "node-a.1"
-    assert settings.retry_backoff_seconds == 0.5
+    assert settings.retry_backoff_base == 0.5
     assert settings.poll_interval_seconds == 2.0
     assert settings.shutdown_grace_seconds == 7.0
     assert settings.child_environment_names == (*DEFAULT_CHILD_ENVIRONMENT, "EXTRA_ONE", "EXTRA_TWO")

@@ -9,6 +9,8 @@ import pytest
 from service.domain.status import (
     ALLOWED_TRANSITIONS,
     FINAL_JOB_STATUSES,
+    REOPENABLE_STATUSES,
+    RETRIED_OUTCOMES,
     STATUS_WHEN_ATTEMPT_STARTS,
     STATUSES_WITH_ATTEMPT_IN_FLIGHT,
     AttemptOutcome,
@@ -16,6 +18,7 @@ from service.domain.status import (
     JobStatus,
     check_transition,
     status_after_attempt,
+    status_when_reopened,
 )
 
 Q, R, T, D, C, X = (
@@ -43,8 +46,14 @@ EXPECTED_TRANSITIONS = {
     (T, X),
 }
 ALL_PAIRS = list(itertools.product(JobStatus, JobStatus))
-# Every ending but success counts as a failure of the attempt.
-FAILED_ENDINGS = [AttemptOutcome.FAILED, AttemptOutcome.KILLED, AttemptOutcome.SPAWN_FAILED, AttemptOutcome.LOST]
+# Every ending but success and a cancel counts as a failure of the attempt, and is retried while attempts remain.
+FAILED_ENDINGS = [
+    AttemptOutcome.FAILED,
+    AttemptOutcome.KILLED,
+    AttemptOutcome.SPAWN_FAILED,
+    AttemptOutcome.LOST,
+    AttemptOutcome.TIMED_OUT,
+]
 
 
 def _pair_id(pair: tuple[JobStatus, JobStatus]) -> str:
@@ -94,8 +103,17 @@ def test_starting_an_attempt_is_a_legal_transition_from_every_claimable_status()
 
 def test_only_succeeded_counts_as_success() -> None:
     assert [outcome for outcome in AttemptOutcome if outcome.is_success] == [AttemptOutcome.SUCCEEDED]
-    # No outcome is left out of the tests below: each is a success, a failure, or still running.
-    assert set(AttemptOutcome) == {AttemptOutcome.SUCCEEDED, AttemptOutcome.RUNNING, *FAILED_ENDINGS}
+    # No outcome is left out of the tests below: each is a success, a failure, a cancel, or still running.
+    assert set(AttemptOutcome) == {
+        AttemptOutcome.SUCCEEDED,
+        AttemptOutcome.RUNNING,
+        AttemptOutcome.CANCELLED,
+        *FAILED_ENDINGS,
+    }
+
+
+def test_every_failure_is_retried_and_nothing_else_is() -> None:
+    assert set(FAILED_ENDINGS) == RETRIED_OUTCOMES
 
 
 # --- status_after_attempt -------------------------------------------------------------------------------------
@@ -141,3 +159,42 @@ def test_an_attempt_that_still_runs_has_no_outcome_to_apply() -> None:
 def test_an_outcome_cannot_move_a_job_without_an_attempt_in_flight(current: JobStatus, outcome: AttemptOutcome) -> None:
     with pytest.raises(IllegalTransitionError):
         status_after_attempt(current, outcome, 1, 2)
+
+
+# --- cancelling -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("current", [R, T], ids=str)
+@pytest.mark.parametrize(("attempt_number", "max_attempts"), [(1, 1), (1, 5)])
+def test_a_cancelled_attempt_cancels_the_job_even_with_attempts_left(
+    current: JobStatus, attempt_number: int, max_attempts: int
+) -> None:
+    assert status_after_attempt(current, AttemptOutcome.CANCELLED, attempt_number, max_attempts) is X
+
+
+@pytest.mark.parametrize("outcome", FAILED_ENDINGS, ids=str)
+def test_any_failure_of_a_job_whose_cancel_was_asked_for_cancels_it(outcome: AttemptOutcome) -> None:
+    assert status_after_attempt(R, outcome, 1, 5, cancel_requested=True) is X
+
+
+def test_a_success_that_beat_the_cancel_completes_the_job() -> None:
+    assert status_after_attempt(R, AttemptOutcome.SUCCEEDED, 1, 2, cancel_requested=True) is D
+
+
+# --- running a final job again ----------------------------------------------------------------------------------
+
+
+def test_only_crashed_and_cancelled_jobs_can_be_run_again() -> None:
+    assert {C, X} == REOPENABLE_STATUSES
+    for status in set(JobStatus) - REOPENABLE_STATUSES:
+        with pytest.raises(IllegalTransitionError):
+            status_when_reopened(status, 1)
+
+
+@pytest.mark.parametrize("current", [C, X], ids=str)
+def test_a_job_run_again_after_attempts_is_retried(current: JobStatus) -> None:
+    assert status_when_reopened(current, 2) is T
+
+
+def test_a_job_cancelled_before_any_attempt_is_queued_again() -> None:
+    assert status_when_reopened(X, 0) is Q
