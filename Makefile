@@ -14,6 +14,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The benchmarks' extra (procrastinate, the peer they are measured against), on top of the dev install.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
 run: install  ## start the service (embedded PostgreSQL unless DATABASE_URL is set)
 	$(BIN)/python -m service
 
@@ -32,6 +37,9 @@ format: install
 
 upgrade: install  ## apply the database migrations
 	$(BIN)/jobmanager db upgrade
+
+bench: $(VENV)/.bench-installed  ## the benchmarks of issue 6 next to their baselines (under 10 minutes); bench/results/
+	$(BIN)/python -m bench
 
 psql: install  ## psql on the configured database, embedded or not
 	$(BIN)/jobmanager psql

@@ -14,6 +14,7 @@ Not part of the test suite; the figures go to stdout and bench/results/chaos.jso
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import re
 import tempfile
@@ -23,9 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 
-from bench.harness import ServerProcess, fresh_database, postgres_server, write_results
+from bench.harness import (
+    STARTED_ATTEMPTS_SQL,
+    ServerProcess,
+    fresh_database,
+    postgres_server,
+    wait_until,
+    write_results,
+)
 
 FINAL_STATUSES = {"completed", "crashed", "cancelled"}
 RECONCILED_LINE = re.compile(r"reconciled (\d+) running attempt\(s\) on node \S+ in ([0-9.]+) s")
@@ -150,6 +159,18 @@ def chaos_rounds(database_url: str, folder: Path, job_count: int, rounds: int, s
     }
 
 
+async def wait_until_started(database_url: str, running: int, timeout: float) -> None:
+    database = await asyncpg.connect(database_url)
+    try:
+
+        async def all_started() -> bool:
+            return bool(await database.fetchval(STARTED_ATTEMPTS_SQL) >= running)
+
+        await wait_until(all_started, timeout=timeout, what=f"{running} sleepers started", interval=0.1)
+    finally:
+        await database.close()
+
+
 def reconcile_many(database_url: str, folder: Path, running: int) -> dict[str, Any]:
     """Start `running` sleeping jobs, kill -9 the service, and time the reconciliation at the next start."""
     folder.mkdir(parents=True)
@@ -167,11 +188,9 @@ def reconcile_many(database_url: str, folder: Path, running: int) -> dict[str, A
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
         for index in range(running):
             client.post("/jobs", json={"jobName": f"sleeper-{index}", "arguments": ["20"]}).raise_for_status()
-        deadline = time.monotonic() + 120
-        while client.get("/health").json()["runningJobs"] < running:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the sleepers never all started")
-            time.sleep(0.2)
+    # From the database, not /health's runningJobs: that counts a job from its claim, before its pid is committed
+    # and its program released, and a kill -9 in between leaves a job that never ran (lost), not one to adopt.
+    asyncio.run(wait_until_started(database_url, running, timeout=120))
     server.kill_hard()
     server.start()
     times = reconciliation_times(server.log_file)

@@ -1,11 +1,14 @@
-"""What every benchmark needs: a PostgreSQL, a fresh database, a real server process, and result files."""
+"""What every benchmark needs: a PostgreSQL, a fresh database, a real server process, figures and result files."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -14,7 +17,8 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +116,12 @@ class ServerProcess:
         self._environment = environment
         self._process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("the server is not running")
+        return self._process.pid
+
     def start(self) -> None:
         console = open(self.data_dir / "console.log", "ab")  # noqa: SIM115  (handed to the child, closed below)
         try:
@@ -156,3 +166,216 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     return path
+
+
+# --- shared by the benchmarks of issue 6 (python -m bench) ---------------------------------------------------------
+
+FINAL_STATUSES = ("completed", "crashed", "cancelled")
+# Attempts whose program runs: the service releases a program only once its pid is committed.
+STARTED_ATTEMPTS_SQL = "SELECT count(*) FROM attempts WHERE outcome = 'running' AND pid IS NOT NULL"
+STOP_TIMEOUT_SECONDS = 120.0
+
+
+@contextlib.contextmanager
+def running_service(server_url: str, folder: Path, settings: dict[str, str]) -> Iterator[tuple[ServerProcess, str]]:
+    """A fresh database and a started server on it; yields the server and the database's libpq URL."""
+    with fresh_database(server_url) as database_url:
+        folder.mkdir(parents=True, exist_ok=True)
+        server = ServerProcess(database_url=database_url, data_dir=folder / "data", settings=settings)
+        server.data_dir.mkdir()
+        try:
+            try:
+                server.start()
+            except RuntimeError as error:
+                raise RuntimeError(f"{error}\n{console_tail(server.data_dir)}") from None
+            yield server, database_url
+        finally:
+            try:
+                server.stop(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                print(f"  the server did not stop within {STOP_TIMEOUT_SECONDS:.0f} s: kill -9", flush=True)
+                server.kill_hard()
+
+
+def console_tail(data_dir: Path, lines: int = 20) -> str:
+    """The last lines the server printed: the reason it failed, before its scratch folder is deleted."""
+    console = data_dir / "console.log"
+    if not console.exists():
+        return "(no console output)"
+    return "\n".join(console.read_text("utf-8", errors="replace").splitlines()[-lines:])
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Every benchmark's sizes, in one parser: `python -m bench` and each `python -m bench.<name>` accept them all."""
+    group = parser.add_argument_group("sizes (defaults per issue 6)")
+    group.add_argument("--jobs", type=int, default=2000, help="no-op jobs for throughput and peer (2000)")
+    group.add_argument("--program", default="/bin/true", help="the no-op program (/bin/true)")
+    group.add_argument("--slots", type=int, default=32, help="MAX_CONCURRENT_JOBS, and the peer's concurrency (32)")
+    group.add_argument("--connections", type=int, default=32, help="concurrent HTTP connections of the client (32)")
+    group.add_argument(
+        "--client-processes", type=int, default=1, help="processes the accept-rate client is spread over (1)"
+    )
+    group.add_argument("--accept-seconds", type=float, default=10.0, help="length of each accept-rate run (10)")
+    group.add_argument("--latency-samples", type=int, default=200, help="start-latency samples (200)")
+    group.add_argument("--many", type=int, default=2000, help="sleeping jobs running at once (2000)")
+    group.add_argument(
+        "--many-sleep", type=int, default=120, help="seconds each of them would sleep; they are killed after (120)"
+    )
+    group.add_argument(
+        "--history-jobs", type=int, default=1_000_000, help="jobs seeded for big history, attempts for stats (1000000)"
+    )
+    group.add_argument("--history-requests", type=int, default=200, help="requests per page timed (200)")
+    group.add_argument("--reconcile-jobs", type=int, default=500, help="running jobs reconciled after kill -9 (500)")
+    group.add_argument("--log-level", default="INFO", help="the service's LOG_LEVEL (INFO, its default)")
+
+
+@dataclass
+class Context:
+    """What a benchmark is given: the PostgreSQL server, a scratch folder, the options, earlier figures."""
+
+    server_url: str
+    folder: Path
+    options: argparse.Namespace
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def scratch(self, name: str) -> Path:
+        """A new folder under the run's scratch folder (not created: running_service creates it)."""
+        return self.folder / f"{name}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the summary: a figure, the baseline measured in the same run, their ratio, the goal."""
+
+    benchmark: str
+    figure: str
+    baseline: str
+    ratio: float | None
+    goal: str
+    verdict: str
+    """PASS, MISS, SKIP or ERROR."""
+
+
+def verdict(met: bool) -> str:
+    return "PASS" if met else "MISS"
+
+
+def print_table(rows: Sequence[Row]) -> None:
+    header = ("benchmark", "figure", "baseline (same run)", "ratio", "goal", "verdict")
+    cells = [
+        (
+            row.benchmark,
+            row.figure,
+            row.baseline,
+            "" if row.ratio is None else f"{row.ratio:.2f}",
+            row.goal,
+            row.verdict,
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[column]) for line in [header, *cells]) for column in range(len(header))]
+    for line in [header, tuple("-" * width for width in widths), *cells]:
+        print("  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip())
+
+
+def rows_as_json(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    return [asdict(row) for row in rows]
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (fraction 0.99 is p99); NaN for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def latency_summary_ms(seconds: Sequence[float]) -> dict[str, float]:
+    milliseconds = [value * 1000 for value in seconds]
+    return {
+        "count": len(milliseconds),
+        "p50_ms": percentile(milliseconds, 0.50),
+        "p90_ms": percentile(milliseconds, 0.90),
+        "p99_ms": percentile(milliseconds, 0.99),
+        "max_ms": max(milliseconds, default=math.nan),
+        "mean_ms": sum(milliseconds) / len(milliseconds) if milliseconds else math.nan,
+    }
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]], *, timeout: float, what: str, interval: float = 0.01
+) -> float:
+    """Poll `condition` until it holds; returns the seconds waited, or raises TimeoutError naming `what`."""
+    started = time.perf_counter()
+    deadline = started + timeout
+    while not await condition():
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{what}: still not true after {timeout:.0f} s")
+        await asyncio.sleep(interval)
+    return time.perf_counter() - started
+
+
+def job_number(job_id: str) -> int:
+    """jobs.id of a public job id (`job-17` -> 17)."""
+    return int(job_id.removeprefix("job-"))
+
+
+@contextlib.asynccontextmanager
+async def http_clients(base_url: str, connections: int) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """One httpx client per connection: one client sharing a pool of 32 connections spends most of its CPU
+    managing the pool (about 250 requests/s on this machine, against about 1,200/s for 32 one-connection clients).
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=base_url, timeout=60))
+            for _ in range(max(1, connections))
+        ]
+        yield clients
+
+
+async def submit_jobs(
+    base_url: str, count: int, *, connections: int, name_prefix: str, arguments: Sequence[str]
+) -> list[int]:
+    """POST `count` jobs over `connections` concurrent connections; returns their jobs.id, in no particular order."""
+    indices = iter(range(count))  # shared by the coroutines: each takes the next index (one thread, no race)
+    numbers: list[int] = []
+
+    async def one_connection(client: httpx.AsyncClient) -> None:
+        for index in indices:
+            response = await client.post("/jobs", json={"jobName": f"{name_prefix}-{index}", "arguments": arguments})
+            response.raise_for_status()
+            numbers.append(job_number(response.json()["jobId"]))
+
+    async with http_clients(base_url, min(connections, count)) as clients:
+        await asyncio.gather(*(one_connection(client) for client in clients))
+    return numbers
+
+
+def machine() -> dict[str, Any]:
+    """The machine the figures were taken on, and how busy it was when the run began (it is shared)."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "load_average_1m": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "system": platform.platform(),
+        "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL",
+    }
+
+
+def run_standalone(description: str | None, run: Callable[[Context], list[Row]]) -> None:
+    """`python -m bench.<name>`: one benchmark on its own PostgreSQL (or DATABASE_URL's), with the summary table."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(parser)
+    options = parser.parse_args()
+    with postgres_server() as server_url, tempfile.TemporaryDirectory(prefix="jobmanager-bench-") as folder:
+        rows = run(Context(server_url=server_url, folder=Path(folder), options=options))
+    print()
+    print_table(rows)

@@ -1,0 +1,179 @@
+"""Peer: the same 2,000 no-op jobs through procrastinate, whose task spawns the same program. Goal: service >= 5x.
+
+    python -m bench.peer [--jobs 2000] [--slots 32] [--connections 32] [--program /bin/true]
+
+procrastinate (PostgreSQL-based task queue; the optional `bench` extra: pip install -e '.[bench]') gets a fresh
+database of the same server. Its worker runs in a separate process with concurrency --slots (the service's
+MAX_CONCURRENT_JOBS in the throughput benchmark), listening for notifications like the service does; each task
+runs the program with asyncio.create_subprocess_exec and fails on a non-zero exit. The bench process defers the
+jobs over --connections concurrent defers and polls procrastinate_jobs until all have succeeded: the same
+end-to-end clock as the throughput benchmark. The service's figure is the throughput benchmark's of the same run
+(measured here when this benchmark runs on its own). Skipped, saying so, when procrastinate is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import asyncpg
+
+from bench import peer_app, throughput
+from bench.harness import (
+    PROJECT_ROOT,
+    Context,
+    Row,
+    fresh_database,
+    run_standalone,
+    verdict,
+    wait_until,
+    write_results,
+)
+
+NAME = "peer"
+GOAL_RATIO = 5.0
+WORKER_READY_TIMEOUT_SECONDS = 30.0
+FINISH_TIMEOUT_SECONDS = 600.0
+WORKER_STOP_TIMEOUT_SECONDS = 30.0
+INSTALL_HINT = "pip install -e '.[bench]'"
+
+
+def procrastinate_installed() -> bool:
+    return importlib.util.find_spec("procrastinate") is not None
+
+
+async def defer_and_finish(conninfo: str, jobs: int, connections: int, program: str) -> dict[str, Any]:
+    app = peer_app.make_app(conninfo, pool_size=connections)
+    database = await asyncpg.connect(conninfo)
+    try:
+
+        async def all_done() -> bool:
+            done = await database.fetchval(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('succeeded', 'failed')"
+            )
+            return bool(done >= jobs)
+
+        async with app.open_async():
+            task = app.tasks[peer_app.TASK_NAME]
+            indices = iter(range(jobs))
+
+            async def one_connection() -> None:
+                for _ in indices:
+                    await task.defer_async(program=program)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(one_connection() for _ in range(connections)))
+            deferred = time.perf_counter() - started
+        await wait_until(all_done, timeout=FINISH_TIMEOUT_SECONDS, what=f"{jobs} procrastinate jobs done")
+        seconds = time.perf_counter() - started
+        statuses = dict(await database.fetch("SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY 1"))
+    finally:
+        await database.close()
+    return {"seconds": seconds, "defer_seconds": deferred, "statuses": statuses, "jobs_per_second": jobs / seconds}
+
+
+async def wait_for_worker(conninfo: str, worker: subprocess.Popen[bytes]) -> None:
+    database = await asyncpg.connect(conninfo)
+    try:
+
+        async def registered() -> bool:
+            if worker.poll() is not None:
+                raise RuntimeError(f"the procrastinate worker exited with {worker.returncode}")
+            return bool(await database.fetchval("SELECT count(*) FROM procrastinate_workers"))
+
+        await wait_until(registered, timeout=WORKER_READY_TIMEOUT_SECONDS, what="procrastinate worker ready")
+    finally:
+        await database.close()
+
+
+def measure_procrastinate(context: Context) -> dict[str, Any]:
+    options = context.options
+    with fresh_database(context.server_url) as conninfo:
+        asyncio.run(peer_app.apply_schema(conninfo))
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "bench.peer", "--worker", conninfo, str(options.slots)],
+            cwd=PROJECT_ROOT,
+            env={key: value for key, value in os.environ.items() if key != "DATABASE_URL"},
+        )
+        try:
+            asyncio.run(wait_for_worker(conninfo, worker))
+            return asyncio.run(defer_and_finish(conninfo, options.jobs, options.connections, options.program))
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(WORKER_STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+
+def run(context: Context) -> list[Row]:
+    options = context.options
+    benchmark = f"2 peer ({options.jobs} jobs via procrastinate)"
+    goal = f"service >= {GOAL_RATIO:.0f}x procrastinate"
+    if not procrastinate_installed():
+        message = f"procrastinate is not installed ({INSTALL_HINT}, or make bench)"
+        print(f"peer: SKIPPED: {message}", flush=True)
+        write_results(NAME, {"skipped": message})
+        return [Row(benchmark, "skipped", message, None, goal, "SKIP")]
+    print(
+        f"peer: {options.jobs} x {options.program} through procrastinate (worker process, concurrency "
+        f"{options.slots}; deferred over {options.connections} concurrent defers)",
+        flush=True,
+    )
+    peer = measure_procrastinate(context)
+    print(f"  procrastinate: {peer['jobs_per_second']:.0f} jobs/s ({peer['seconds']:.2f} s; {peer['statuses']})")
+    service_rate = context.figures.get("throughput.jobs_per_second")
+    source = "the throughput benchmark of this run"
+    if service_rate is None:
+        print("  the service's throughput, measured now (the throughput benchmark did not run):", flush=True)
+        service_rate = throughput.measure_service(context)["jobs_per_second"]
+        source = "measured by this benchmark"
+    ratio = service_rate / peer["jobs_per_second"]
+    succeeded = peer["statuses"].get("succeeded", 0)
+    row = Row(
+        benchmark=benchmark,
+        figure=f"service {service_rate:.0f} jobs/s",
+        baseline=f"procrastinate {peer['jobs_per_second']:.0f}/s",
+        ratio=ratio,
+        goal=goal,
+        verdict=verdict(ratio >= GOAL_RATIO and succeeded == options.jobs),
+    )
+    print(f"  service {service_rate:.0f} jobs/s ({source}); ratio {ratio:.2f} (goal >= {GOAL_RATIO}): {row.verdict}")
+    write_results(
+        NAME,
+        {
+            "jobs": options.jobs,
+            "program": options.program,
+            "concurrency": options.slots,
+            "procrastinate": peer,
+            "service_jobs_per_second": service_rate,
+            "service_figure_from": source,
+            "ratio": ratio,
+            "goal_ratio": GOAL_RATIO,
+            "verdict": row.verdict,
+        },
+    )
+    return [row]
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        parser = argparse.ArgumentParser(prog="python -m bench.peer --worker")
+        parser.add_argument("--worker", dest="conninfo", required=True)
+        parser.add_argument("concurrency", type=int)
+        arguments = parser.parse_args()
+        asyncio.run(peer_app.run_worker(arguments.conninfo, arguments.concurrency))
+        return
+    run_standalone(__doc__, run)
+
+
+if __name__ == "__main__":
+    main()
