@@ -21,6 +21,7 @@ from typing import Any
 from bench.harness import write_results
 from service.runner.keeper import KeeperKind, keeper_command
 from service.runner.process import ProcessLauncher, ProcessSpec
+from service.settings import Settings
 
 NO_OP_PROGRAM = "/bin/true"
 SLEEP_PROGRAM = "/bin/sleep"
@@ -33,6 +34,9 @@ def spec(folder: Path, number: int, argv: list[str]) -> ProcessSpec:
         stdout_path=folder / f"{number}.stdout",
         stderr_path=folder / f"{number}.stderr",
         status_path=folder / f"{number}.exit-status.json",
+        # The service's defaults: output copied through the keeper with a 10 MB cap and a 64 KiB tail.
+        output_limit_bytes=Settings.model_fields["output_limit_bytes"].default,
+        output_tail_bytes=Settings.model_fields["output_tail_bytes"].default,
     )
 
 
