@@ -16,18 +16,18 @@ import asyncio
 import json
 from typing import Any
 
-import asyncpg
 import psutil
 
 from bench.harness import (
     Context,
     Row,
+    conclude,
+    connected,
     job_number,
     latency_summary_ms,
     run_standalone,
     running_service,
     verdict,
-    write_results,
 )
 from bench.load import LoadPlan, LoadResult, closed_loop
 
@@ -61,12 +61,9 @@ def timed_load(plan: LoadPlan, processes: int, server_pid: int) -> tuple[LoadRes
 
 
 async def count_stored(database_url: str, numbers: list[int]) -> int:
-    database = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as database:
         stored: int = await database.fetchval("SELECT count(*) FROM jobs WHERE id = ANY($1::bigint[])", numbers)
         return stored
-    finally:
-        await database.close()
 
 
 def run(context: Context) -> list[Row]:
@@ -125,8 +122,9 @@ def run(context: Context) -> list[Row]:
         verdict=verdict(met),
     )
     print(f"  {row.verdict}")
-    write_results(
+    return conclude(
         NAME,
+        row,
         {
             "client": client,
             "connections": options.connections,
@@ -135,10 +133,8 @@ def run(context: Context) -> list[Row]:
             "get_health": baseline,
             "ratio": ratio,
             "goal": {"rate_per_second": GOAL_RATE, "p99_ms": GOAL_P99_MS},
-            "verdict": row.verdict,
         },
     )
-    return [row]
 
 
 if __name__ == "__main__":

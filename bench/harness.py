@@ -168,6 +168,16 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
     return path
 
 
+@contextlib.asynccontextmanager
+async def connected(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """One asyncpg connection to `database_url`, closed on leaving."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
 # --- shared by the benchmarks of issue 6 (python -m bench) ---------------------------------------------------------
 
 FINAL_STATUSES = ("completed", "crashed", "cancelled")
@@ -260,6 +270,12 @@ def verdict(met: bool) -> str:
     return "PASS" if met else "MISS"
 
 
+def conclude(name: str, row: Row, results: dict[str, Any]) -> list[Row]:
+    """Write the benchmark's results file with the row's verdict last; returns the row for the summary table."""
+    write_results(name, {**results, "verdict": row.verdict})
+    return [row]
+
+
 def print_table(rows: Sequence[Row]) -> None:
     header = ("benchmark", "figure", "baseline (same run)", "ratio", "goal", "verdict")
     cells = [
@@ -349,6 +365,35 @@ async def submit_jobs(
     async with http_clients(base_url, min(connections, count)) as clients:
         await asyncio.gather(*(one_connection(client) for client in clients))
     return numbers
+
+
+async def submit_until_counted(
+    base_url: str,
+    database: asyncpg.Connection,
+    count: int,
+    *,
+    connections: int,
+    name_prefix: str,
+    arguments: Sequence[str],
+    counting_sql: str,
+    sql_arguments: Sequence[Any] = (),
+    timeout: float,
+    what: str,
+    interval: float,
+) -> tuple[float, float]:
+    """POST `count` jobs, then poll until `counting_sql` (on the asyncpg connection `database`) counts `count`.
+
+    Returns the seconds the POSTs took and the seconds until the count was reached, both from the first POST.
+    """
+
+    async def all_counted() -> bool:
+        return bool(await database.fetchval(counting_sql, *sql_arguments) >= count)
+
+    started = time.perf_counter()
+    await submit_jobs(base_url, count, connections=connections, name_prefix=name_prefix, arguments=arguments)
+    submitted = time.perf_counter() - started
+    await wait_until(all_counted, timeout=timeout, what=what, interval=interval)
+    return submitted, time.perf_counter() - started
 
 
 def machine() -> dict[str, Any]:

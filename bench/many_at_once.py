@@ -19,19 +19,18 @@ import asyncio
 import time
 from typing import Any
 
-import asyncpg
 import psutil
 
 from bench.harness import (
     STARTED_ATTEMPTS_SQL,
     Context,
     Row,
+    conclude,
+    connected,
     run_standalone,
     running_service,
-    submit_jobs,
+    submit_until_counted,
     verdict,
-    wait_until,
-    write_results,
 )
 
 NAME = "many_at_once"
@@ -74,30 +73,27 @@ def keepers(pid: int) -> dict[str, Any]:
 
 
 async def running_with_pid(database_url: str) -> int:
-    database = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as database:
         count: int = await database.fetchval(STARTED_ATTEMPTS_SQL)
         return count
-    finally:
-        await database.close()
 
 
 async def ramp(base_url: str, database_url: str, many: int, sleep_seconds: int, connections: int) -> float:
     """Submit the sleepers and return the seconds until all run."""
-    database = await asyncpg.connect(database_url)
-    try:
-
-        async def all_running() -> bool:
-            return bool(await database.fetchval(STARTED_ATTEMPTS_SQL) >= many)
-
-        started = time.perf_counter()
-        await submit_jobs(
-            base_url, many, connections=connections, name_prefix="sleeper", arguments=[str(sleep_seconds)]
+    async with connected(database_url) as database:
+        _, seconds = await submit_until_counted(
+            base_url,
+            database,
+            many,
+            connections=connections,
+            name_prefix="sleeper",
+            arguments=[str(sleep_seconds)],
+            counting_sql=STARTED_ATTEMPTS_SQL,
+            timeout=RAMP_TIMEOUT_SECONDS,
+            what=f"{many} sleepers running",
+            interval=0.1,
         )
-        await wait_until(all_running, timeout=RAMP_TIMEOUT_SECONDS, what=f"{many} sleepers running", interval=0.1)
-        return time.perf_counter() - started
-    finally:
-        await database.close()
+        return seconds
 
 
 def run(context: Context) -> list[Row]:
@@ -146,8 +142,9 @@ def run(context: Context) -> list[Row]:
     if not valid:
         print(f"  only {still_running} of {many} jobs still ran at the window's end: raise --many-sleep")
     print(f"  RSS ratio {ratio:.2f}: {row.verdict}")
-    write_results(
+    return conclude(
         NAME,
+        row,
         {
             "jobs": many,
             "sleep_seconds": sleep_seconds,
@@ -158,10 +155,8 @@ def run(context: Context) -> list[Row]:
             "still_running_after_window": still_running,
             "rss_ratio": ratio,
             "goal": {"rss_mb": GOAL_RSS_MB, "threads": thread_limit, "cpu_percent_of_a_core": GOAL_CPU_PERCENT},
-            "verdict": row.verdict,
         },
     )
-    return [row]
 
 
 if __name__ == "__main__":

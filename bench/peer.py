@@ -30,6 +30,7 @@ from bench.harness import (
     PROJECT_ROOT,
     Context,
     Row,
+    conclude,
     fresh_database,
     run_standalone,
     verdict,
@@ -147,8 +148,9 @@ def run(context: Context) -> list[Row]:
         verdict=verdict(ratio >= GOAL_RATIO and succeeded == options.jobs),
     )
     print(f"  service {service_rate:.0f} jobs/s ({source}); ratio {ratio:.2f} (goal >= {GOAL_RATIO}): {row.verdict}")
-    write_results(
+    return conclude(
         NAME,
+        row,
         {
             "jobs": options.jobs,
             "program": options.program,
@@ -158,10 +160,8 @@ def run(context: Context) -> list[Row]:
             "service_figure_from": source,
             "ratio": ratio,
             "goal_ratio": GOAL_RATIO,
-            "verdict": row.verdict,
         },
     )
-    return [row]
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from bench.chaos import reconcile_many
-from bench.harness import Context, Row, fresh_database, run_standalone, verdict, write_results
+from bench.harness import Context, Row, conclude, fresh_database, run_standalone, verdict
 
 NAME = "restart"
 GOAL_SECONDS = 2.0
@@ -41,17 +41,16 @@ def run(context: Context) -> list[Row]:
         verdict=verdict(met),
     )
     print(f"  {row.verdict}")
-    write_results(
+    return conclude(
         NAME,
+        row,
         {
             "running": figure,
             "baseline_one_job": baseline,
             "ratio": ratio,
             "goal_seconds": GOAL_SECONDS,
-            "verdict": row.verdict,
         },
     )
-    return [row]
 
 
 if __name__ == "__main__":

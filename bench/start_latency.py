@@ -24,12 +24,12 @@ import httpx
 from bench.harness import (
     Context,
     Row,
+    conclude,
     job_number,
     latency_summary_ms,
     run_standalone,
     running_service,
     verdict,
-    write_results,
 )
 
 NAME = "start_latency"
@@ -139,8 +139,9 @@ def run(context: Context) -> list[Row]:
         verdict=verdict(met),
     )
     print(f"  ratio of the medians {ratio:.1f}: {row.verdict}")
-    write_results(
+    return conclude(
         NAME,
+        row,
         {
             "samples": samples,
             "program": [PROGRAM, *ARGUMENTS],
@@ -149,10 +150,8 @@ def run(context: Context) -> list[Row]:
             "baseline_posix_spawn": baseline,
             "ratio_of_medians": ratio,
             "goal": {"p50_ms": GOAL_P50_MS, "p99_ms": GOAL_P99_MS},
-            "verdict": row.verdict,
         },
     )
-    return [row]
 
 
 if __name__ == "__main__":

@@ -17,18 +17,16 @@ import subprocess
 import time
 from typing import Any
 
-import asyncpg
-
 from bench.harness import (
     FINAL_STATUSES,
     Context,
     Row,
+    conclude,
+    connected,
     run_standalone,
     running_service,
-    submit_jobs,
+    submit_until_counted,
     verdict,
-    wait_until,
-    write_results,
 )
 
 NAME = "throughput"
@@ -39,21 +37,21 @@ WARM_UP_RUNS = 20
 
 async def submit_and_finish(base_url: str, database_url: str, jobs: int, connections: int) -> dict[str, Any]:
     """POST `jobs` no-op jobs and wait until all are final; the times are measured from the first POST."""
-    database = await asyncpg.connect(database_url)
-    try:
-
-        async def all_final() -> bool:
-            finished = await database.fetchval("SELECT count(*) FROM jobs WHERE status = ANY($1)", FINAL_STATUSES)
-            return bool(finished >= jobs)
-
-        started = time.perf_counter()
-        await submit_jobs(base_url, jobs, connections=connections, name_prefix="noop", arguments=[])
-        submitted = time.perf_counter() - started
-        await wait_until(all_final, timeout=FINISH_TIMEOUT_SECONDS, what=f"{jobs} jobs final", interval=0.01)
-        seconds = time.perf_counter() - started
+    async with connected(database_url) as database:
+        submitted, seconds = await submit_until_counted(
+            base_url,
+            database,
+            jobs,
+            connections=connections,
+            name_prefix="noop",
+            arguments=[],
+            counting_sql="SELECT count(*) FROM jobs WHERE status = ANY($1)",
+            sql_arguments=[FINAL_STATUSES],
+            timeout=FINISH_TIMEOUT_SECONDS,
+            what=f"{jobs} jobs final",
+            interval=0.01,
+        )
         statuses = dict(await database.fetch("SELECT status, count(*) FROM jobs GROUP BY status"))
-    finally:
-        await database.close()
     return {"seconds": seconds, "submit_seconds": submitted, "statuses": statuses}
 
 
@@ -119,8 +117,9 @@ def run(context: Context) -> list[Row]:
         verdict=verdict(met),
     )
     print(f"  ratio {ratio:.2f} (goal >= {GOAL_RATIO}): {row.verdict}; completed {completed}/{options.jobs}")
-    write_results(
+    return conclude(
         NAME,
+        row,
         {
             "jobs": options.jobs,
             "program": options.program,
@@ -130,10 +129,8 @@ def run(context: Context) -> list[Row]:
             "baseline": baseline,
             "ratio": ratio,
             "goal_ratio": GOAL_RATIO,
-            "verdict": row.verdict,
         },
     )
-    return [row]
 
 
 if __name__ == "__main__":

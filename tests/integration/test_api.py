@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -21,6 +20,7 @@ from service.app import create_app
 from service.domain.identifiers import format_job_id, parse_job_id
 from service.domain.status import FINAL_JOB_STATUSES, JobStatus
 from service.settings import Settings
+from tests.support.api import Client, count_jobs, wait_for_job
 
 JOB_SCRIPT = '''"""A job for the API tests: argument "fail" exits 1, "sleep" runs for a long time, else exits 0."""
 import sys
@@ -53,10 +53,6 @@ PATTERN_NAMES = [
 ]
 JOB_ID = re.compile(r"job-[1-9][0-9]*")
 FINAL_STATUSES = {status.value for status in FINAL_JOB_STATUSES}
-WAIT_SECONDS = 15.0
-POLL_SECONDS = 0.05
-
-Client = AsyncTestClient[Litestar]
 
 
 @pytest.fixture
@@ -78,11 +74,6 @@ async def client(app: Litestar) -> AsyncIterator[Client]:
         yield client
 
 
-async def count_jobs(engine: AsyncEngine) -> int:
-    async with engine.connect() as connection:
-        return int((await connection.execute(text("SELECT count(*) FROM jobs"))).scalar_one())
-
-
 async def insert_idle_jobs(engine: AsyncEngine, statuses: list[JobStatus]) -> list[tuple[str, JobStatus]]:
     """Jobs written straight to the table, never due (so the supervisor leaves them be), oldest first."""
     inserted = []
@@ -99,20 +90,6 @@ async def insert_idle_jobs(engine: AsyncEngine, statuses: list[JobStatus]) -> li
             ).scalar_one()
             inserted.append((format_job_id(database_id), status))
     return inserted
-
-
-async def wait_for_job(client: Client, job_id: str, condition: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    """Poll GET /jobs/{job_id} until `condition` holds; fail with the last answer after WAIT_SECONDS."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        response = await client.get(f"/jobs/{job_id}")
-        assert response.status_code == 200, response.text
-        job: dict[str, Any] = response.json()
-        if condition(job):
-            return job
-        if time.monotonic() > deadline:
-            pytest.fail(f"job {job_id} did not reach the expected state within {WAIT_SECONDS} s; last seen: {job}")
-        await asyncio.sleep(POLL_SECONDS)
 
 
 def assert_problem(response: Any, status_code: int, path: str) -> dict[str, Any]:

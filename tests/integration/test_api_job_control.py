@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.app import create_app
 from service.domain.identifiers import format_job_id, parse_job_id
 from service.settings import Settings
+from tests.support.api import Client, count_jobs, wait_for_job
 from tests.support.keeper import with_prebuilt_keeper
 
 JOB_SCRIPT = '''"""Argument "fail" exits 1, "sleep" sleeps, "talk" prints on both streams; anything else exits 0."""
@@ -44,13 +44,9 @@ FLOOD_PROGRAM = f"""for number in range({FLOOD_LINES}):
 """
 OUTPUT_LIMIT_BYTES = 4096
 OUTPUT_TAIL_BYTES = 100
-WAIT_SECONDS = 15.0
-POLL_SECONDS = 0.05
 FINAL = {"completed", "crashed", "cancelled"}
 LINK = re.compile(r'^<(?P<url>[^>]+)>; rel="next"$')
 FAR_FUTURE = "2099-01-01T00:00:00Z"
-
-Client = AsyncTestClient[Litestar]
 
 
 @pytest.fixture
@@ -102,19 +98,6 @@ async def submit(client: Client, body: dict[str, Any], headers: dict[str, str] |
     return job
 
 
-async def wait_for_job(client: Client, job_id: str, condition: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        response = await client.get(f"/jobs/{job_id}")
-        assert response.status_code == 200, response.text
-        job: dict[str, Any] = response.json()
-        if condition(job):
-            return job
-        if time.monotonic() > deadline:
-            pytest.fail(f"job {job_id} did not reach the expected state within {WAIT_SECONDS} s; last seen: {job}")
-        await asyncio.sleep(POLL_SECONDS)
-
-
 def assert_problem(response: Any, status_code: int, field: str | None = None) -> dict[str, Any]:
     assert response.status_code == status_code, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -122,11 +105,6 @@ def assert_problem(response: Any, status_code: int, field: str | None = None) ->
     if field is not None:
         assert [error["field"] for error in body["errors"]] == [field], body
     return body
-
-
-async def count_jobs(engine: AsyncEngine) -> int:
-    async with engine.connect() as connection:
-        return int((await connection.execute(text("SELECT count(*) FROM jobs"))).scalar_one())
 
 
 # --- POST /jobs: the new fields -----------------------------------------------------------------------------------

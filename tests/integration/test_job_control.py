@@ -10,7 +10,7 @@ import signal
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,37 +22,28 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.app import create_app
-from service.db.repository import AttemptRecord, CancelEffect, JobRecord, Repository
+from service.db.repository import CancelEffect, Repository
 from service.domain.identifiers import format_job_id
 from service.domain.retry import NO_WAIT, RetryPolicy
 from service.domain.status import AttemptOutcome, JobStatus
 from service.runner.process import ProcessLauncher
-from service.settings import DEFAULT_CHILD_ENVIRONMENT, Settings
+from service.settings import Settings
 from service.supervisor.listener import DueJobListener
 from service.supervisor.reconciler import Reconciler
-from service.supervisor.supervisor import ShutdownMode, Supervisor, SupervisorConfig
+from service.supervisor.supervisor import ShutdownMode, Supervisor
 from tests.support.keeper import with_prebuilt_keeper
+from tests.support.processes import WAIT_SECONDS, wait_until, write_script
+from tests.support.supervision import Supervisors, find_job, submit, supervisor_config, wait_for_final, wait_for_pid
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses /bin/sh scripts, POSIX signals and groups")
 
-WAIT_SECONDS = 10.0
 GRACE_SECONDS = 0.6
-
-
-def write_script(folder: Path, name: str, body: str) -> Path:
-    path = folder / name
-    path.write_text("#!/bin/sh\n" + textwrap.dedent(body).lstrip(), encoding="utf-8")
-    path.chmod(0o755)
-    return path
-
-
-async def wait_until(condition: Callable[[], Awaitable[bool]], message: str, timeout: float = WAIT_SECONDS) -> None:
-    """Poll `condition` until it holds; fail with `message` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"after {timeout} s: {message}")
-        await asyncio.sleep(0.02)
+# On top of the tests' usual supervisor: a short cancel grace, and output bounded with a tail kept.
+CONTROL_SETTINGS: dict[str, Any] = {
+    "cancel_grace_seconds": GRACE_SECONDS,
+    "output_limit_bytes": 1024 * 1024,
+    "output_tail_bytes": 1024,
+}
 
 
 def live_members(pgid: int) -> list[int]:
@@ -65,43 +56,16 @@ def live_members(pgid: int) -> list[int]:
     return members
 
 
-class Node:
+class Node(Supervisors):
     """Supervisors (one node's successive lives, or several nodes) over one database, and their cleanup."""
 
     def __init__(self, repository: Repository, tmp_path: Path, launcher: ProcessLauncher) -> None:
-        self.repository = repository
+        super().__init__(repository, launcher)
         self.tmp_path = tmp_path
-        self.launcher = launcher
-        self.supervisors: list[Supervisor] = []
-        self.groups: set[int] = set()
 
     def supervisor(self, node_id: str = "node-a", **overrides: Any) -> Supervisor:
-        values: dict[str, Any] = {
-            "node_id": node_id,
-            "max_concurrent_jobs": 4,
-            "retry_policy": NO_WAIT,
-            "poll_interval_seconds": 0.2,
-            "shutdown_grace_seconds": 2.0,
-            "shutdown_mode": ShutdownMode.KILL,
-            "output_dir": self.tmp_path / node_id / "output",
-            "inherited_environment": DEFAULT_CHILD_ENVIRONMENT,
-            "cancel_grace_seconds": GRACE_SECONDS,
-            "output_limit_bytes": 1024 * 1024,
-            "output_tail_bytes": 1024,
-        }
-        values.update(overrides)
-        supervisor = Supervisor(self.repository, SupervisorConfig(**values), self.launcher)
-        self.supervisors.append(supervisor)
-        return supervisor
-
-    async def cleanup(self) -> None:
-        for supervisor in self.supervisors:
-            await supervisor.stop()
-        for pgid in self.groups:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                await asyncio.to_thread(os.waitpid, pgid, 0)
+        output_dir = self.tmp_path / node_id / "output"
+        return self.create(supervisor_config(node_id, output_dir, **(CONTROL_SETTINGS | overrides)))
 
 
 @pytest.fixture
@@ -109,37 +73,6 @@ async def node(repository: Repository, tmp_path: Path, launcher: ProcessLauncher
     created = Node(repository, tmp_path, launcher)
     yield created
     await created.cleanup()
-
-
-async def submit(
-    repository: Repository, program: Path, *arguments: str, name: str = "task-1", max_attempts: int = 1, **extra: Any
-) -> JobRecord:
-    return await repository.submit_job(
-        name=name, program=str(program), arguments=list(arguments), max_attempts=max_attempts, **extra
-    )
-
-
-async def job_of(repository: Repository, job_id: int) -> JobRecord:
-    job = await repository.find_job(job_id)
-    assert job is not None
-    return job
-
-
-async def wait_for_final(repository: Repository, job_id: int, timeout: float = WAIT_SECONDS) -> JobRecord:
-    async def is_final() -> bool:
-        return (await job_of(repository, job_id)).status.is_final
-
-    await wait_until(is_final, f"job {job_id} never became final", timeout)
-    return await job_of(repository, job_id)
-
-
-async def wait_for_pid(repository: Repository, job_id: int) -> AttemptRecord:
-    async def has_pid() -> bool:
-        attempts = await repository.list_attempts(job_id)
-        return bool(attempts) and attempts[-1].pid is not None
-
-    await wait_until(has_pid, f"job {job_id}'s attempt never got a pid")
-    return (await repository.list_attempts(job_id))[-1]
 
 
 async def wait_for_file(path: Path) -> None:
@@ -198,7 +131,7 @@ async def test_cancel_ends_the_whole_group_even_a_grandchild_that_ignores_sigter
     assert "cancelled" in recorded.error
     # Never retried, though attempts remained.
     assert await supervisor.run_once() == 0
-    assert (await job_of(repository, job.id)).attempts_count == 1
+    assert (await find_job(repository, job.id)).attempts_count == 1
 
 
 async def test_a_program_that_ignores_sigterm_is_killed_and_its_keeper_still_records_it(

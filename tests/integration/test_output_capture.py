@@ -16,6 +16,7 @@ import pytest
 from service.runner.keeper import KeeperKind, keeper_command
 from service.runner.output import read_tail, tail_text
 from service.runner.process import ProcessExit, ProcessLauncher, ProcessSpec, RunningProcess
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the exit keeper is POSIX only")
 
@@ -182,10 +183,11 @@ async def test_output_of_a_process_left_behind_is_still_captured(
     assert process_exit.exit_code == 0  # the keeper reported the program's end without waiting for the child
     assert process_spec.stdout_path.read_text(encoding="utf-8") == "from the program\n"
     later.touch()
-    deadline = time.monotonic() + WAIT_SECONDS
-    while "left behind" not in process_spec.stdout_path.read_text(encoding="utf-8"):
-        assert time.monotonic() < deadline, "the child's late output never reached the file"
-        await asyncio.sleep(0.02)
+    await wait_until(
+        lambda: "left behind" in process_spec.stdout_path.read_text(encoding="utf-8"),
+        "the child's late output never reached the file",
+        WAIT_SECONDS,
+    )
     assert process_spec.stdout_path.read_text(encoding="utf-8") == "from the program\nfrom the child left behind\n"
 
 

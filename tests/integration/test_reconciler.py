@@ -7,13 +7,10 @@ exit keepers, exactly as after `kill -9` of the service. A new supervisor and it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
-import textwrap
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,57 +24,28 @@ from service.db.repository import AttemptRecord, JobRecord, Repository
 from service.domain.retry import NO_WAIT
 from service.domain.status import AttemptOutcome, JobStatus
 from service.runner.process import ProcessLauncher, ProcessSpec, process_start_time
-from service.settings import DEFAULT_CHILD_ENVIRONMENT
 from service.supervisor.paths import attempt_files
 from service.supervisor.reconciler import Reconciler, ReconcileReport
-from service.supervisor.supervisor import ShutdownMode, Supervisor, SupervisorConfig
+from service.supervisor.supervisor import ShutdownMode, Supervisor
+from tests.support.processes import wait_until, write_script
+from tests.support.supervision import Supervisors, submit, supervisor_config, wait_for_final, wait_for_pid
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses /bin/sh scripts and POSIX process groups")
 
 NODE_ID = "test-node"
-WAIT_SECONDS = 10.0
+# A life ends leaving its processes running, as a crash would.
+LIFE_SETTINGS: dict[str, Any] = {"max_concurrent_jobs": 10, "shutdown_mode": ShutdownMode.LEAVE}
 
 
-def write_script(folder: Path, name: str, body: str) -> Path:
-    path = folder / name
-    path.write_text("#!/bin/sh\n" + textwrap.dedent(body).lstrip(), encoding="utf-8")
-    path.chmod(0o755)
-    return path
-
-
-async def wait_until(condition: Callable[[], Awaitable[bool]], message: str, timeout: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"after {timeout} s: {message}")
-        await asyncio.sleep(0.02)
-
-
-class Lives:
+class Lives(Supervisors):
     """Supervisors standing for successive lives of one node, and the cleanup of whatever they leave behind."""
 
     def __init__(self, repository: Repository, output_dir: Path, launcher: ProcessLauncher) -> None:
-        self.repository = repository
+        super().__init__(repository, launcher)
         self.output_dir = output_dir
-        self.launcher = launcher
-        self._supervisors: list[Supervisor] = []
-        self._pids: set[int] = set()
 
     def supervisor(self, *, launcher: ProcessLauncher | None = None, **overrides: Any) -> Supervisor:
-        values: dict[str, Any] = {
-            "node_id": NODE_ID,
-            "max_concurrent_jobs": 10,
-            "retry_policy": NO_WAIT,
-            "poll_interval_seconds": 0.2,
-            "shutdown_grace_seconds": 2.0,
-            "shutdown_mode": ShutdownMode.LEAVE,
-            "output_dir": self.output_dir,
-            "inherited_environment": DEFAULT_CHILD_ENVIRONMENT,
-        }
-        values.update(overrides)
-        supervisor = Supervisor(self.repository, SupervisorConfig(**values), launcher or self.launcher)
-        self._supervisors.append(supervisor)
-        return supervisor
+        return self.create(supervisor_config(NODE_ID, self.output_dir, **(LIFE_SETTINGS | overrides)), launcher)
 
     def reconciler(self, supervisor: Supervisor, *, keeper_in_use: bool = True) -> Reconciler:
         return Reconciler(
@@ -95,18 +63,8 @@ class Lives:
         attempt = await wait_for_pid(self.repository, job.id)
         await supervisor.stop()
         assert attempt.pid is not None
-        self._pids.add(attempt.pid)
+        self.groups.add(attempt.pid)
         return attempt
-
-    async def cleanup(self) -> None:
-        for supervisor in self._supervisors:
-            await supervisor.stop()
-        for pid in self._pids:
-            # Keepers a stopped supervisor left are still children of this test process: end and reap them.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                await asyncio.to_thread(os.waitpid, pid, 0)
 
 
 @pytest.fixture
@@ -117,34 +75,8 @@ async def lives(repository: Repository, tmp_path: Path, launcher: ProcessLaunche
     await created.cleanup()
 
 
-async def submit(repository: Repository, program: Path, *arguments: str, max_attempts: int = 1) -> JobRecord:
-    return await repository.submit_job(
-        name="task-1", program=str(program), arguments=list(arguments), max_attempts=max_attempts
-    )
-
-
 async def attempts_of(repository: Repository, job_id: int) -> list[AttemptRecord]:
     return await repository.list_attempts(job_id)
-
-
-async def wait_for_pid(repository: Repository, job_id: int) -> AttemptRecord:
-    async def has_pid() -> bool:
-        attempts = await attempts_of(repository, job_id)
-        return bool(attempts) and attempts[-1].pid is not None
-
-    await wait_until(has_pid, f"job {job_id}'s attempt never got a pid")
-    return (await attempts_of(repository, job_id))[-1]
-
-
-async def wait_for_final(repository: Repository, job_id: int) -> JobRecord:
-    async def is_final() -> bool:
-        job = await repository.find_job(job_id)
-        return job is not None and job.status.is_final
-
-    await wait_until(is_final, f"job {job_id} never became final")
-    job = await repository.find_job(job_id)
-    assert job is not None
-    return job
 
 
 def executions(log: Path) -> list[str]:

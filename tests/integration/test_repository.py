@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -13,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.db.repository import AttemptEnding, NewJob, Repository
 from service.domain.retry import NO_WAIT
 from service.domain.status import AttemptOutcome, JobStatus
+from tests.support.processes import wait_until
 
 
 async def test_submitted_job_is_queued_and_committed(repository: Repository) -> None:
@@ -41,8 +41,8 @@ async def test_claim_writes_running_attempt_and_outcome_is_fenced(repository: Re
 
 async def _wait_until_blocked_on_a_lock(engine: AsyncEngine) -> None:
     """Until some other session of this database waits for a lock (the competing insert's)."""
-    deadline = time.monotonic() + 10
-    while True:
+
+    async def some_session_waits() -> bool:
         async with engine.connect() as connection:
             waiting = await connection.scalar(
                 text("""
@@ -50,10 +50,9 @@ async def _wait_until_blocked_on_a_lock(engine: AsyncEngine) -> None:
                     WHERE datname = current_database() AND wait_event_type = 'Lock'
                 """)
             )
-        if waiting:
-            return
-        assert time.monotonic() < deadline, "the second insert never waited for the first"
-        await asyncio.sleep(0.02)
+        return bool(waiting)
+
+    await wait_until(some_session_waits, "the second insert never waited for the first")
 
 
 @pytest.mark.parametrize("first_commits", [True, False], ids=["first-commits", "first-rolls-back"])

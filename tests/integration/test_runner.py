@@ -7,9 +7,7 @@ import os
 import shutil
 import signal
 import sys
-import textwrap
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -29,28 +27,11 @@ from service.runner.process import (
     process_start_time,
 )
 from service.settings import DEFAULT_CHILD_ENVIRONMENT
+from tests.support.processes import WAIT_SECONDS, wait_until, write_script
 
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32", reason="uses /bin/sh scripts, POSIX signals and process groups"
 )
-
-WAIT_SECONDS = 10.0
-
-
-def write_script(folder: Path, name: str, body: str, *, executable: bool = True) -> Path:
-    path = folder / name
-    path.write_text("#!/bin/sh\n" + textwrap.dedent(body).lstrip(), encoding="utf-8")
-    path.chmod(0o755 if executable else 0o644)
-    return path
-
-
-def wait_until(condition: Callable[[], bool], message: str, timeout: float = WAIT_SECONDS) -> None:
-    """Poll `condition` until it holds; fail with `message` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"after {timeout} s: {message}")
-        time.sleep(0.01)
 
 
 def is_gone(pid: int, create_time: float) -> bool:
@@ -215,7 +196,7 @@ async def test_ending_the_group_reaches_a_grandchild(
         """,
     )
     process = processes.start(processes.spec([str(script), str(pid_file)]))
-    wait_until(lambda: read_pid_file(pid_file) is not None, "the script never wrote its background child's pid")
+    await wait_until(lambda: read_pid_file(pid_file) is not None, "the script never wrote its background child's pid")
     grandchild = read_pid_file(pid_file)
     assert grandchild is not None
     grandchild_created = processes.adopt(grandchild)
@@ -225,7 +206,7 @@ async def test_ending_the_group_reaches_a_grandchild(
 
     process_exit = await wait_for_exit(process)
     assert process_exit.signal == expected_signal
-    wait_until(lambda: is_gone(grandchild, grandchild_created), f"grandchild {grandchild} still runs")
+    await wait_until(lambda: is_gone(grandchild, grandchild_created), f"grandchild {grandchild} still runs")
 
 
 async def test_child_environment_holds_only_allowlisted_names_and_job_variables(

@@ -6,10 +6,9 @@ import asyncio
 import os
 import signal
 import sys
-import textwrap
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,57 +17,32 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db.repository import AttemptEnding, AttemptRecord, ClaimedAttempt, JobRecord, Repository
+from service.db.repository import AttemptEnding, ClaimedAttempt, JobRecord, Repository
 from service.domain.identifiers import format_job_id
 from service.domain.retry import NO_WAIT, RetryPolicy
 from service.domain.status import AttemptOutcome, JobStatus
 from service.runner.process import ProcessLauncher
-from service.settings import DEFAULT_CHILD_ENVIRONMENT
 from service.supervisor.paths import attempt_files
 from service.supervisor.supervisor import ShutdownMode, Supervisor, SupervisorConfig
+from tests.support.processes import WAIT_SECONDS, wait_until, write_script
+from tests.support.supervision import find_job, supervisor_config, wait_for_pid
 
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32", reason="uses /bin/sh scripts, POSIX signals and process groups"
 )
 
 NODE_ID = "test-node"
-WAIT_SECONDS = 10.0
 SECRET_DATABASE_URL = "postgresql://service:hunter2@db/jobs"
 
 MakeSupervisor = Callable[..., Supervisor]
 
 
-def write_script(folder: Path, name: str, body: str) -> Path:
-    path = folder / name
-    path.write_text("#!/bin/sh\n" + textwrap.dedent(body).lstrip(), encoding="utf-8")
-    path.chmod(0o755)
-    return path
-
-
-async def wait_until(condition: Callable[[], Awaitable[bool]], message: str, timeout: float = WAIT_SECONDS) -> None:
-    """Poll `condition` until it holds; fail with `message` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"after {timeout} s: {message}")
-        await asyncio.sleep(0.02)
-
-
 def config(tmp_path: Path, **overrides: Any) -> SupervisorConfig:
     values: dict[str, Any] = {
-        "node_id": NODE_ID,
-        "max_concurrent_jobs": 4,
         "retry_policy": RetryPolicy(base_seconds=0.05, cap_seconds=0.05),
-        "poll_interval_seconds": 0.2,
-        "shutdown_grace_seconds": 2.0,
-        # Tests end every process they start; leaving jobs to a next start is covered by the restart tests.
-        "shutdown_mode": ShutdownMode.KILL,
-        "output_dir": tmp_path / "output",
-        "inherited_environment": DEFAULT_CHILD_ENVIRONMENT,
         "parent_environment": {**os.environ, "DATABASE_URL": SECRET_DATABASE_URL, "SOME_TOKEN": "s3cr3t"},
     }
-    values.update(overrides)
-    return SupervisorConfig(**values)
+    return supervisor_config(NODE_ID, tmp_path / "output", **(values | overrides))
 
 
 @pytest.fixture
@@ -95,12 +69,6 @@ async def submit(
     return await repository.submit_job(name=name, program=str(program), arguments=arguments, max_attempts=max_attempts)
 
 
-async def find_job(repository: Repository, job_id: int) -> JobRecord:
-    job = await repository.find_job(job_id)
-    assert job is not None
-    return job
-
-
 async def run_until_final(
     supervisor: Supervisor, repository: Repository, job_id: int, timeout: float = WAIT_SECONDS
 ) -> JobRecord:
@@ -115,17 +83,6 @@ async def run_until_final(
         if time.monotonic() > deadline:
             pytest.fail(f"after {timeout} s job {job_id} is still {job.status.value}")
         await asyncio.sleep(0.02)  # the retry's backoff
-
-
-async def wait_for_pid(repository: Repository, job_id: int) -> AttemptRecord:
-    """The job's first attempt once the supervisor has recorded which process runs it."""
-
-    async def recorded() -> bool:
-        attempts = await repository.list_attempts(job_id)
-        return bool(attempts) and attempts[0].pid is not None
-
-    await wait_until(recorded, f"no pid recorded for job {job_id}")
-    return (await repository.list_attempts(job_id))[0]
 
 
 async def test_succeeding_job_completes_with_one_succeeded_attempt(

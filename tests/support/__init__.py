@@ -1,1 +1,1 @@
-"""Helpers shared by the end-to-end tests: polling with a deadline and a real `python -m service` process."""
+"""Helpers shared by the test modules: real processes, polling with a deadline, supervisors, the server under test."""
