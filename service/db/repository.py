@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, text
+import asyncpg
+from sqlalchemy import Row, exc, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db.notifications import CANCEL_REQUESTED_CHANNEL, JOBS_DUE_CHANNEL
@@ -211,6 +213,19 @@ def _attempt(row: Row[Any]) -> AttemptRecord:
     return AttemptRecord(**mapping)
 
 
+def _as_sqlalchemy_error(error: BaseException) -> BaseException:
+    """The SQLAlchemy exception the same failure raises through the engine (callers catch those)."""
+    if isinstance(error, OSError | TimeoutError):
+        return error
+    if isinstance(error, asyncpg.InterfaceError):
+        return exc.InterfaceError(None, None, error)
+    if isinstance(error, asyncpg.PostgresConnectionError | asyncpg.exceptions.OperatorInterventionError):
+        return exc.OperationalError(None, None, error)  # the server went away, or is shutting down
+    if isinstance(error, asyncpg.IntegrityConstraintViolationError):
+        return exc.IntegrityError(None, None, error)
+    return exc.DBAPIError(None, None, error)
+
+
 def _like_prefix(prefix: str) -> str:
     """A LIKE pattern matching names that start with `prefix` taken literally (its % and _ are not wildcards)."""
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -221,6 +236,29 @@ class Repository:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+
+    @contextlib.asynccontextmanager
+    async def _driver(self) -> AsyncIterator[asyncpg.Connection]:
+        """A plain asyncpg connection from the engine's pool, for the per-job hot path.
+
+        SQLAlchemy's layer costs about a millisecond of Python per statement; prepared statements on the driver
+        connection cost a fraction of that. Outside `transaction()` each statement commits on its own (atomic
+        alone), before its result is returned. Errors come out as SQLAlchemy's, as from every other method.
+        """
+        async with self._engine.connect() as connection:
+            driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+            try:
+                yield driver
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
+                # SQLAlchemy's reset on return does not know of a transaction begun on the driver: a connection
+                # left in one, or broken, must not go back into the pool.
+                if driver.is_closed() or driver.is_in_transaction() or not isinstance(error, asyncpg.PostgresError):
+                    await connection.invalidate(error)
+                raise _as_sqlalchemy_error(error) from error
+            except BaseException:  # cancelled, say: the same holds
+                if driver.is_closed() or driver.is_in_transaction():
+                    await connection.invalidate()
+                raise
 
     # --- the API's side -------------------------------------------------------------------------------------
 
@@ -247,10 +285,34 @@ class Repository:
             run_at=run_at,
             timeout_seconds=timeout_seconds,
         )
-        async with self._engine.begin() as connection:
-            job = await self._insert_job(connection, new_job, idempotency_key=None, fingerprint=None)
-            assert job is not None  # without a key there is no conflict to lose
-            return job
+        async with self._driver() as driver:
+            row = await driver.fetchrow(
+                f"""
+                WITH j AS (
+                    INSERT INTO jobs (name, program, program_name, arguments, status, max_attempts, priority,
+                                      run_at, timeout_seconds, next_attempt_at)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8::timestamptz, $9::float8, greatest(now(), $8::timestamptz))
+                    RETURNING *
+                )
+                -- Delivered at commit, to every node's listener: the other nodes can claim the job at once.
+                SELECT {_JOB_COLUMNS}, pg_notify($10, '') FROM j
+                """,
+                new_job.name,
+                new_job.program,
+                new_job.program_name,
+                list(new_job.arguments),
+                JobStatus.QUEUED.value,
+                new_job.max_attempts,
+                new_job.priority,
+                new_job.run_at,
+                new_job.timeout_seconds,
+                JOBS_DUE_CHANNEL,
+            )
+        assert row is not None  # an INSERT without ON CONFLICT returns its row
+        mapping = dict(row)
+        del mapping["pg_notify"]
+        mapping["status"] = JobStatus(mapping["status"])
+        return JobRecord(**mapping)
 
     async def submit_job_idempotently(
         self, new_job: NewJob, *, idempotency_key: str, fingerprint: str
@@ -298,7 +360,9 @@ class Repository:
                     {on_conflict}
                     RETURNING *
                 )
-                SELECT {_JOB_COLUMNS} FROM j
+                -- The notice goes with the inserted row only (none on a conflict), delivered at commit to every
+                -- node's listener: the other nodes can claim the job at once.
+                SELECT {_JOB_COLUMNS}, pg_notify(:channel, '') FROM j
             """),
             {
                 "name": new_job.name,
@@ -312,14 +376,16 @@ class Repository:
                 "timeout_seconds": new_job.timeout_seconds,
                 "idempotency_key": idempotency_key,
                 "fingerprint": fingerprint,
+                "channel": JOBS_DUE_CHANNEL,
             },
         )
         row = result.one_or_none()
         if row is None:
             return None
-        # Delivered at commit, to every node's listener: the other nodes can claim it at once.
-        await connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": JOBS_DUE_CHANNEL})
-        return _job(row)
+        mapping = dict(row._mapping)
+        del mapping["pg_notify"]
+        mapping["status"] = JobStatus(mapping["status"])
+        return JobRecord(**mapping)
 
     async def find_job(self, job_id: int) -> JobRecord | None:
         async with self._engine.connect() as connection:
@@ -499,15 +565,15 @@ class Repository:
         status_when_started = " ".join(
             f"WHEN '{before.value}' THEN '{after.value}'" for before, after in STATUS_WHEN_ATTEMPT_STARTS.items()
         )
-        async with self._engine.begin() as connection:
-            result = await connection.execute(
-                text(f"""
+        async with self._driver() as driver:
+            rows = await driver.fetch(
+                f"""
                     WITH due AS (
                         SELECT id, priority, next_attempt_at FROM jobs
                         WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= now()
-                          AND status = ANY(:claimable)
+                          AND status = ANY($1::text[])
                         ORDER BY priority DESC, next_attempt_at, id
-                        LIMIT :limit
+                        LIMIT $2
                         FOR UPDATE SKIP LOCKED
                     ), claimed AS (
                         UPDATE jobs j
@@ -520,41 +586,36 @@ class Repository:
                         RETURNING j.id, j.name, j.program, j.arguments, j.attempts_count, j.timeout_seconds
                     ), inserted AS (
                         INSERT INTO attempts (job_id, attempt_number, node_id, outcome)
-                        SELECT id, attempts_count, :node_id, :running FROM claimed
+                        SELECT id, attempts_count, $3, $4 FROM claimed
                         RETURNING id, job_id, attempt_number
                     )
                     SELECT i.id AS attempt_id, i.job_id, i.attempt_number,
                            c.name AS job_name, c.program, c.arguments, c.timeout_seconds
                     FROM inserted i JOIN claimed c ON c.id = i.job_id JOIN due d ON d.id = i.job_id
                     ORDER BY d.priority DESC, d.next_attempt_at, d.id
-                """),
-                {
-                    "claimable": [status.value for status in STATUS_WHEN_ATTEMPT_STARTS],
-                    "limit": limit,
-                    "node_id": node_id,
-                    "running": AttemptOutcome.RUNNING.value,
-                },
+                """,
+                [status.value for status in STATUS_WHEN_ATTEMPT_STARTS],
+                limit,
+                node_id,
+                AttemptOutcome.RUNNING.value,
             )
-            return [ClaimedAttempt(**row._mapping) for row in result]
+        return [ClaimedAttempt(**dict(row)) for row in rows]
 
     async def record_process_started(
         self, *, attempt_id: int, pid: int, process_started_at: datetime, started_at: datetime
     ) -> None:
         """Remember which OS process runs the attempt (pid and the OS's start time together are its identity)."""
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                text("""
-                    UPDATE attempts SET pid = :pid, process_started_at = :process_started_at,
-                                        started_at = :started_at
-                    WHERE id = :attempt_id AND outcome = :running
-                """),
-                {
-                    "attempt_id": attempt_id,
-                    "pid": pid,
-                    "process_started_at": process_started_at,
-                    "started_at": started_at,
-                    "running": AttemptOutcome.RUNNING.value,
-                },
+        async with self._driver() as driver:
+            await driver.execute(
+                """
+                UPDATE attempts SET pid = $2, process_started_at = $3, started_at = $4
+                WHERE id = $1 AND outcome = $5
+                """,
+                attempt_id,
+                pid,
+                process_started_at,
+                started_at,
+                AttemptOutcome.RUNNING.value,
             )
 
     async def record_outcome(
@@ -565,91 +626,72 @@ class Repository:
         Fenced: nothing is written unless the attempt is still `running`, so a second writer for the same
         attempt (a late watcher, a reconciler) finds nothing to do and gets None.
         """
-        async with self._engine.begin() as connection:
-            finished = await connection.execute(
-                text("""
+        async with self._driver() as driver, driver.transaction():
+            # One round trip: the fenced attempt update, and the job's row locked (attempt first, then job, as
+            # every writer of both does) for the state machine to decide its next status.
+            job = await driver.fetchrow(
+                """
+                WITH finished AS (
                     UPDATE attempts
-                    SET outcome = :outcome, exit_code = :exit_code, signal = :signal,
-                        finished_at = CAST(:finished_at AS timestamptz),
-                        duration_ms = coalesce(CAST(:duration_ms AS bigint), greatest(0,
-                            (extract(epoch FROM CAST(:finished_at AS timestamptz) - started_at) * 1000)::bigint)),
-                        error = :error,
-                        user_cpu_ms = :user_cpu_ms, system_cpu_ms = :system_cpu_ms, max_rss_kb = :max_rss_kb,
-                        stdout_bytes = :stdout_bytes, stderr_bytes = :stderr_bytes,
-                        stdout_tail = :stdout_tail, stderr_tail = :stderr_tail
-                    WHERE id = :attempt_id AND outcome = :running
+                    SET outcome = $2, exit_code = $3, signal = $4, finished_at = $5::timestamptz,
+                        duration_ms = coalesce($6::bigint, greatest(0,
+                            (extract(epoch FROM $5::timestamptz - started_at) * 1000)::bigint)),
+                        error = $7, user_cpu_ms = $8, system_cpu_ms = $9, max_rss_kb = $10,
+                        stdout_bytes = $11, stderr_bytes = $12, stdout_tail = $13, stderr_tail = $14
+                    WHERE id = $1 AND outcome = $15
                     RETURNING job_id, attempt_number
-                """),
-                {
-                    "attempt_id": attempt_id,
-                    "outcome": ending.outcome.value,
-                    "exit_code": ending.exit_code,
-                    "signal": ending.signal,
-                    "finished_at": ending.finished_at,
-                    "duration_ms": ending.duration_ms,
-                    "error": ending.error,
-                    "user_cpu_ms": ending.user_cpu_ms,
-                    "system_cpu_ms": ending.system_cpu_ms,
-                    "max_rss_kb": ending.max_rss_kb,
-                    "stdout_bytes": ending.stdout_bytes,
-                    "stderr_bytes": ending.stderr_bytes,
-                    "stdout_tail": ending.stdout_tail,
-                    "stderr_tail": ending.stderr_tail,
-                    "running": AttemptOutcome.RUNNING.value,
-                },
+                )
+                SELECT f.job_id, f.attempt_number, j.status, j.max_attempts,
+                       j.cancel_requested_at IS NOT NULL AS cancel_requested
+                FROM finished f JOIN jobs j ON j.id = f.job_id
+                FOR UPDATE OF j
+                """,
+                attempt_id,
+                ending.outcome.value,
+                ending.exit_code,
+                ending.signal,
+                ending.finished_at,
+                ending.duration_ms,
+                ending.error,
+                ending.user_cpu_ms,
+                ending.system_cpu_ms,
+                ending.max_rss_kb,
+                ending.stdout_bytes,
+                ending.stderr_bytes,
+                ending.stdout_tail,
+                ending.stderr_tail,
+                AttemptOutcome.RUNNING.value,
             )
-            attempt_row = finished.one_or_none()
-            if attempt_row is None:
+            if job is None:
                 return None
-            job_id, attempt_number = attempt_row
-            return await self._apply_outcome_to_job(connection, job_id, attempt_number, ending, retry_policy)
-
-    async def _apply_outcome_to_job(
-        self,
-        connection: AsyncConnection,
-        job_id: int,
-        attempt_number: int,
-        ending: AttemptEnding,
-        retry_policy: RetryPolicy,
-    ) -> RecordedOutcome:
-        job = (
-            await connection.execute(
-                text("""
-                    SELECT status, max_attempts, cancel_requested_at IS NOT NULL AS cancel_requested
-                    FROM jobs WHERE id = :job_id FOR UPDATE
-                """),
-                {"job_id": job_id},
+            job_id: int = job["job_id"]
+            attempt_number: int = job["attempt_number"]
+            current = JobStatus(job["status"])
+            if current not in STATUSES_WITH_ATTEMPT_IN_FLIGHT:
+                return RecordedOutcome(job_id=job_id, attempt_number=attempt_number, job_status=None)
+            new_status = status_after_attempt(
+                current, ending.outcome, attempt_number, job["max_attempts"], cancel_requested=job["cancel_requested"]
             )
-        ).one()
-        current = JobStatus(job.status)
-        if current not in STATUSES_WITH_ATTEMPT_IN_FLIGHT:
-            return RecordedOutcome(job_id=job_id, attempt_number=attempt_number, job_status=None)
-        new_status = status_after_attempt(
-            current, ending.outcome, attempt_number, job.max_attempts, cancel_requested=job.cancel_requested
-        )
-        retry_in = retry_policy.delay_seconds(attempt_number) if new_status is JobStatus.RETRIED else None
-        await connection.execute(
-            text("""
+            retry_in = retry_policy.delay_seconds(attempt_number) if new_status is JobStatus.RETRIED else None
+            final = new_status.is_final
+            await driver.execute(
+                """
                 UPDATE jobs
-                SET status = :status,
-                    next_attempt_at = CASE WHEN CAST(:is_final AS boolean) THEN NULL
-                                           ELSE now() + make_interval(secs => :backoff) END,
-                    finished_at = CASE WHEN CAST(:is_final AS boolean) THEN CAST(:finished_at AS timestamptz) END,
-                    exit_code = CASE WHEN CAST(:is_final AS boolean) THEN CAST(:exit_code AS integer) END
-                WHERE id = :job_id
-            """),
-            {
-                "status": new_status.value,
-                "is_final": new_status.is_final,
-                "backoff": retry_in or 0.0,
-                "finished_at": ending.finished_at,
-                "exit_code": ending.exit_code,
-                "job_id": job_id,
-            },
-        )
-        return RecordedOutcome(
-            job_id=job_id, attempt_number=attempt_number, job_status=new_status, retry_in_seconds=retry_in
-        )
+                SET status = $2, next_attempt_at = CASE WHEN $3 THEN NULL ELSE now() + make_interval(secs => $4) END,
+                    finished_at = CASE WHEN $3 THEN $5::timestamptz END,
+                    exit_code = CASE WHEN $3 THEN $6::integer END
+                WHERE id = $1
+                """,
+                job_id,
+                new_status.value,
+                final,
+                retry_in or 0.0,
+                ending.finished_at,
+                ending.exit_code,
+            )
+            return RecordedOutcome(
+                job_id=job_id, attempt_number=attempt_number, job_status=new_status, retry_in_seconds=retry_in
+            )
 
     async def running_attempts_on_node(self, node_id: str) -> list[RunningAttempt]:
         """Attempts that the database says are running on `node_id` (reconciliation after a restart)."""
@@ -680,16 +722,17 @@ class Repository:
 
     async def attempts_to_cancel(self, node_id: str) -> list[int]:
         """Ids of the attempts running on `node_id` whose job a user asked to cancel."""
-        async with self._engine.connect() as connection:
-            result = await connection.execute(
-                text("""
-                    SELECT a.id FROM attempts a JOIN jobs j ON j.id = a.job_id
-                    WHERE a.node_id = :node_id AND a.outcome = :running AND j.cancel_requested_at IS NOT NULL
-                    ORDER BY a.id
-                """),
-                {"node_id": node_id, "running": AttemptOutcome.RUNNING.value},
+        async with self._driver() as driver:
+            rows = await driver.fetch(
+                """
+                SELECT a.id FROM attempts a JOIN jobs j ON j.id = a.job_id
+                WHERE a.node_id = $1 AND a.outcome = $2 AND j.cancel_requested_at IS NOT NULL
+                ORDER BY a.id
+                """,
+                node_id,
+                AttemptOutcome.RUNNING.value,
             )
-            return list(result.scalars())
+        return [row["id"] for row in rows]
 
     async def seconds_until_next_due_job(self) -> float | None:
         """How long until the earliest waiting job is due (0 if one is due now); None when nothing waits."""
