@@ -12,8 +12,10 @@ from urllib.parse import urlencode
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.connection import ASGIConnection
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
+from litestar.handlers import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
@@ -89,6 +91,17 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
+def require_json_body(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+    """A body declared as something else (text/plain, a form) is refused rather than read as JSON anyway."""
+    media_type = connection.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise ProblemError(
+            status_code=415,
+            detail=f"Content-Type must be application/json, not {media_type or 'missing'}",
+            field_errors=[{"field": "Content-Type", "message": "must be application/json", "source": "header"}],
+        )
+
+
 def _next_page_link(request: Request[Any, Any, Any], last_job: JobRecord) -> str:
     """`<…?…&cursor=job-N>; rel="next"`: the same query, starting after the last job of this page."""
     query = [(key, value) for key, value in request.query_params.multi_items() if key != CURSOR_PARAMETER]
@@ -132,11 +145,13 @@ class JobController(Controller):
     @post(
         status_code=HTTP_201_CREATED,
         summary="Submit a job",
+        guards=[require_json_body],
         responses={
             HTTP_200_OK: ResponseSpec(
                 data_container=JobRead,
                 description="The Idempotency-Key was used before with the same body: the job it created.",
             ),
+            415: problem_response("The body is not declared as JSON (Content-Type: application/json)."),
             422: problem_response("An unknown program, or an Idempotency-Key used before with another body."),
         },
     )

@@ -245,6 +245,28 @@ async def test_body_that_is_not_a_json_object_is_refused_and_stores_nothing(
     assert await count_jobs(engine) == 0
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_a_body_not_declared_as_json_is_refused_and_stores_nothing(
+    client: Client, engine: AsyncEngine, content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    raw = json.dumps({"jobName": "task-1", "arguments": []}).encode()
+
+    response = await client.post("/jobs", content=raw, headers=headers)
+
+    body = assert_problem(response, 415, "/jobs")
+    assert [error["field"] for error in body["errors"]] == ["Content-Type"]
+    assert await count_jobs(engine) == 0
+
+
+async def test_a_json_media_type_with_parameters_is_accepted(client: Client) -> None:
+    raw = json.dumps({"jobName": "task-1", "arguments": []}).encode()
+
+    response = await client.post("/jobs", content=raw, headers={"content-type": "application/json; charset=utf-8"})
+
+    assert response.status_code == 201, response.text
+
+
 # --- GET /jobs ----------------------------------------------------------------------------------------------
 
 
