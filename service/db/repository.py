@@ -202,7 +202,12 @@ _ATTEMPT_COLUMNS = """
 
 
 def _job(row: Row[Any]) -> JobRecord:
-    mapping = dict(row._mapping)
+    return _job_from_mapping(dict(row._mapping))
+
+
+def _job_from_mapping(mapping: dict[str, Any]) -> JobRecord:
+    """A job row, from SQLAlchemy or straight from asyncpg; a pg_notify column riding along is dropped."""
+    mapping.pop("pg_notify", None)
     mapping["status"] = JobStatus(mapping["status"])
     return JobRecord(**mapping)
 
@@ -309,10 +314,7 @@ class Repository:
                 JOBS_DUE_CHANNEL,
             )
         assert row is not None  # an INSERT without ON CONFLICT returns its row
-        mapping = dict(row)
-        del mapping["pg_notify"]
-        mapping["status"] = JobStatus(mapping["status"])
-        return JobRecord(**mapping)
+        return _job_from_mapping(dict(row))
 
     async def submit_job_idempotently(
         self, new_job: NewJob, *, idempotency_key: str, fingerprint: str
@@ -338,9 +340,8 @@ class Repository:
             ).one()
             mapping = dict(row._mapping)
             earlier_fingerprint = mapping.pop("request_fingerprint")
-            mapping["status"] = JobStatus(mapping["status"])
             return IdempotentSubmission(
-                job=JobRecord(**mapping), created=False, same_request=earlier_fingerprint == fingerprint
+                job=_job_from_mapping(mapping), created=False, same_request=earlier_fingerprint == fingerprint
             )
 
     async def _insert_job(
@@ -382,10 +383,7 @@ class Repository:
         row = result.one_or_none()
         if row is None:
             return None
-        mapping = dict(row._mapping)
-        del mapping["pg_notify"]
-        mapping["status"] = JobStatus(mapping["status"])
-        return JobRecord(**mapping)
+        return _job(row)
 
     async def find_job(self, job_id: int) -> JobRecord | None:
         async with self._engine.connect() as connection:
