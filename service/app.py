@@ -52,7 +52,7 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         node_lock = NodeLock(settings.data_dir)
         node_lock.acquire()
-        engine = create_engine(database_url)
+        engine = create_engine(database_url, pool_size=40)
         try:
             await upgrade_to_head(engine)
             logger.info("database ready at %s", redacted_url(database_url))

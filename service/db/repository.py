@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +14,7 @@ import asyncpg
 from sqlalchemy import Row, exc, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.db.coalescing import Coalescer
 from service.db.notifications import CANCEL_REQUESTED_CHANNEL, JOBS_DUE_CHANNEL
 from service.domain.paths import OutputStream
 from service.domain.programs import DEFAULT_PROGRAM_NAME
@@ -186,6 +188,24 @@ class RecordedOutcome:
     """When the job was retried: how long until its next attempt is due (the jittered backoff)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessStart:
+    """Which OS process runs an attempt, and when the attempt started (its program is let go after this)."""
+
+    attempt_id: int
+    pid: int
+    process_started_at: datetime
+    """The OS's start time of `pid`: with it, the pid names this process even after pid reuse."""
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _OutcomeToRecord:
+    attempt_id: int
+    ending: AttemptEnding
+    retry_policy: RetryPolicy
+
+
 _JOB_COLUMNS = """
     j.id, j.name, j.program, j.arguments, j.status, j.max_attempts, j.attempts_count,
     j.created_at, j.started_at, j.finished_at, j.exit_code,
@@ -241,6 +261,10 @@ class Repository:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # Group commit for the writes made once or more per job: under load, one statement serves many callers.
+        self._submissions = Coalescer(self.submit_jobs, name="job submission")
+        self._process_starts = Coalescer(self.record_processes_started, name="process start")
+        self._outcomes = Coalescer(self._record_outcomes, name="attempt outcome")
 
     @contextlib.asynccontextmanager
     async def _driver(self) -> AsyncIterator[asyncpg.Connection]:
@@ -279,7 +303,10 @@ class Repository:
         run_at: datetime | None = None,
         timeout_seconds: float | None = None,
     ) -> JobRecord:
-        """Insert a queued job, due at `run_at` (or now), and commit it."""
+        """Insert a queued job, due at `run_at` (or now), and commit it before returning.
+
+        Concurrent submissions share one INSERT and one commit (group commit): see `Coalescer`.
+        """
         new_job = NewJob(
             name=name,
             program=program,
@@ -290,31 +317,57 @@ class Repository:
             run_at=run_at,
             timeout_seconds=timeout_seconds,
         )
+        return await self._submissions(new_job)
+
+    async def submit_jobs(self, new_jobs: Sequence[NewJob]) -> list[JobRecord]:
+        """Insert queued jobs in one statement and commit them; the records come back in the order given."""
+        if not new_jobs:
+            return []
+        document = json.dumps(
+            [
+                {
+                    "position": position,
+                    "name": job.name,
+                    "program": job.program,
+                    "program_name": job.program_name,
+                    "arguments": list(job.arguments),
+                    "max_attempts": job.max_attempts,
+                    "priority": job.priority,
+                    "run_at": None if job.run_at is None else job.run_at.isoformat(),
+                    "timeout_seconds": job.timeout_seconds,
+                }
+                for position, job in enumerate(new_jobs)
+            ]
+        )
         async with self._driver() as driver:
-            row = await driver.fetchrow(
+            rows = await driver.fetch(
                 f"""
-                WITH j AS (
-                    INSERT INTO jobs (name, program, program_name, arguments, status, max_attempts, priority,
+                WITH input AS MATERIALIZED (
+                    -- Ids drawn here, so that each inserted row can be matched to its place in the input.
+                    SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id, x.*
+                    FROM jsonb_to_recordset($1::jsonb) AS x(
+                        position integer, name text, program text, program_name text, arguments text[],
+                        max_attempts integer, priority integer, run_at timestamptz, timeout_seconds float8)
+                ), j AS (
+                    INSERT INTO jobs (id, name, program, program_name, arguments, status, max_attempts, priority,
                                       run_at, timeout_seconds, next_attempt_at)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8::timestamptz, $9::float8, greatest(now(), $8::timestamptz))
+                    OVERRIDING SYSTEM VALUE
+                    SELECT id, name, program, program_name, arguments, $2, max_attempts, priority,
+                           run_at, timeout_seconds, greatest(now(), run_at)
+                    FROM input ORDER BY position
                     RETURNING *
                 )
-                -- Delivered at commit, to every node's listener: the other nodes can claim the job at once.
-                SELECT {_JOB_COLUMNS}, pg_notify($10, '') FROM j
+                SELECT {_JOB_COLUMNS}
+                FROM j JOIN input ON input.id = j.id
+                -- Delivered at commit, once, to every node's listener: the other nodes can claim the jobs at once.
+                CROSS JOIN (SELECT pg_notify($3, '')) AS notified
+                ORDER BY input.position
                 """,
-                new_job.name,
-                new_job.program,
-                new_job.program_name,
-                list(new_job.arguments),
+                document,
                 JobStatus.QUEUED.value,
-                new_job.max_attempts,
-                new_job.priority,
-                new_job.run_at,
-                new_job.timeout_seconds,
                 JOBS_DUE_CHANNEL,
             )
-        assert row is not None  # an INSERT without ON CONFLICT returns its row
-        return _job_from_mapping(dict(row))
+        return [_job_from_mapping(dict(row)) for row in rows]
 
     async def submit_job_idempotently(
         self, new_job: NewJob, *, idempotency_key: str, fingerprint: str
@@ -602,94 +655,140 @@ class Repository:
     async def record_process_started(
         self, *, attempt_id: int, pid: int, process_started_at: datetime, started_at: datetime
     ) -> None:
-        """Remember which OS process runs the attempt (pid and the OS's start time together are its identity)."""
+        """Remember which OS process runs the attempt (pid and the OS's start time together are its identity).
+
+        Committed before returning; concurrent calls share one statement and commit (see `Coalescer`).
+        """
+        await self._process_starts(ProcessStart(attempt_id, pid, process_started_at, started_at))
+
+    async def record_processes_started(self, starts: Sequence[ProcessStart]) -> list[None]:
+        """`record_process_started` for several attempts, in one statement."""
         async with self._driver() as driver:
             await driver.execute(
                 """
-                UPDATE attempts SET pid = $2, process_started_at = $3, started_at = $4
-                WHERE id = $1 AND outcome = $5
+                UPDATE attempts a
+                SET pid = s.pid, process_started_at = s.process_started_at, started_at = s.started_at
+                FROM unnest($1::bigint[], $2::integer[], $3::timestamptz[], $4::timestamptz[])
+                     AS s(id, pid, process_started_at, started_at)
+                WHERE a.id = s.id AND a.outcome = $5
                 """,
-                attempt_id,
-                pid,
-                process_started_at,
-                started_at,
+                [start.attempt_id for start in starts],
+                [start.pid for start in starts],
+                [start.process_started_at for start in starts],
+                [start.started_at for start in starts],
                 AttemptOutcome.RUNNING.value,
             )
+        return [None] * len(starts)
 
     async def record_outcome(
         self, *, attempt_id: int, ending: AttemptEnding, retry_policy: RetryPolicy
     ) -> RecordedOutcome | None:
-        """Write how the attempt ended and move its job on, in one transaction.
+        """Write how the attempt ended and move its job on, in one transaction committed before returning.
 
         Fenced: nothing is written unless the attempt is still `running`, so a second writer for the same
-        attempt (a late watcher, a reconciler) finds nothing to do and gets None.
+        attempt (a late watcher, a reconciler) finds nothing to do and gets None. Concurrent calls share one
+        transaction (see `Coalescer`); each job's next status is still decided by the state machine alone.
         """
+        return await self._outcomes(_OutcomeToRecord(attempt_id, ending, retry_policy))
+
+    async def _record_outcomes(self, outcomes: Sequence[_OutcomeToRecord]) -> list[RecordedOutcome | None]:
+        endings = [outcome.ending for outcome in outcomes]
         async with self._driver() as driver, driver.transaction():
-            # One round trip: the fenced attempt update, and the job's row locked (attempt first, then job, as
-            # every writer of both does) for the state machine to decide its next status.
-            job = await driver.fetchrow(
+            # The fenced attempt updates, and their jobs' rows locked (attempts first, then jobs in id order, as
+            # every writer of both does) for the state machine to decide each job's next status.
+            finished = await driver.fetch(
                 """
-                WITH finished AS (
-                    UPDATE attempts
-                    SET outcome = $2, exit_code = $3, signal = $4, finished_at = $5::timestamptz,
-                        duration_ms = coalesce($6::bigint, greatest(0,
-                            (extract(epoch FROM $5::timestamptz - started_at) * 1000)::bigint)),
-                        error = $7, user_cpu_ms = $8, system_cpu_ms = $9, max_rss_kb = $10,
-                        stdout_bytes = $11, stderr_bytes = $12, stdout_tail = $13, stderr_tail = $14
-                    WHERE id = $1 AND outcome = $15
-                    RETURNING job_id, attempt_number
+                WITH ending AS (
+                    SELECT * FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::integer[],
+                                         $5::timestamptz[], $6::bigint[], $7::text[], $8::bigint[], $9::bigint[],
+                                         $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[])
+                        AS e(id, outcome, exit_code, signal, finished_at, duration_ms, error, user_cpu_ms,
+                             system_cpu_ms, max_rss_kb, stdout_bytes, stderr_bytes, stdout_tail, stderr_tail)
+                ), finished AS (
+                    UPDATE attempts a
+                    SET outcome = e.outcome, exit_code = e.exit_code, signal = e.signal, finished_at = e.finished_at,
+                        duration_ms = coalesce(e.duration_ms, greatest(0,
+                            (extract(epoch FROM e.finished_at - a.started_at) * 1000)::bigint)),
+                        error = e.error, user_cpu_ms = e.user_cpu_ms, system_cpu_ms = e.system_cpu_ms,
+                        max_rss_kb = e.max_rss_kb, stdout_bytes = e.stdout_bytes, stderr_bytes = e.stderr_bytes,
+                        stdout_tail = e.stdout_tail, stderr_tail = e.stderr_tail
+                    FROM ending e
+                    WHERE a.id = e.id AND a.outcome = $15
+                    RETURNING a.id, a.job_id, a.attempt_number
                 )
-                SELECT f.job_id, f.attempt_number, j.status, j.max_attempts,
+                SELECT f.id, f.job_id, f.attempt_number, j.status, j.max_attempts,
                        j.cancel_requested_at IS NOT NULL AS cancel_requested
                 FROM finished f JOIN jobs j ON j.id = f.job_id
+                ORDER BY j.id
                 FOR UPDATE OF j
                 """,
-                attempt_id,
-                ending.outcome.value,
-                ending.exit_code,
-                ending.signal,
-                ending.finished_at,
-                ending.duration_ms,
-                ending.error,
-                ending.user_cpu_ms,
-                ending.system_cpu_ms,
-                ending.max_rss_kb,
-                ending.stdout_bytes,
-                ending.stderr_bytes,
-                ending.stdout_tail,
-                ending.stderr_tail,
+                [outcome.attempt_id for outcome in outcomes],
+                [ending.outcome.value for ending in endings],
+                [ending.exit_code for ending in endings],
+                [ending.signal for ending in endings],
+                [ending.finished_at for ending in endings],
+                [ending.duration_ms for ending in endings],
+                [ending.error for ending in endings],
+                [ending.user_cpu_ms for ending in endings],
+                [ending.system_cpu_ms for ending in endings],
+                [ending.max_rss_kb for ending in endings],
+                [ending.stdout_bytes for ending in endings],
+                [ending.stderr_bytes for ending in endings],
+                [ending.stdout_tail for ending in endings],
+                [ending.stderr_tail for ending in endings],
                 AttemptOutcome.RUNNING.value,
             )
-            if job is None:
-                return None
-            job_id: int = job["job_id"]
-            attempt_number: int = job["attempt_number"]
-            current = JobStatus(job["status"])
-            if current not in STATUSES_WITH_ATTEMPT_IN_FLIGHT:
-                return RecordedOutcome(job_id=job_id, attempt_number=attempt_number, job_status=None)
-            new_status = status_after_attempt(
-                current, ending.outcome, attempt_number, job["max_attempts"], cancel_requested=job["cancel_requested"]
-            )
-            retry_in = retry_policy.delay_seconds(attempt_number) if new_status is JobStatus.RETRIED else None
-            final = new_status.is_final
-            await driver.execute(
-                """
-                UPDATE jobs
-                SET status = $2, next_attempt_at = CASE WHEN $3 THEN NULL ELSE now() + make_interval(secs => $4) END,
-                    finished_at = CASE WHEN $3 THEN $5::timestamptz END,
-                    exit_code = CASE WHEN $3 THEN $6::integer END
-                WHERE id = $1
-                """,
-                job_id,
-                new_status.value,
-                final,
-                retry_in or 0.0,
-                ending.finished_at,
-                ending.exit_code,
-            )
-            return RecordedOutcome(
-                job_id=job_id, attempt_number=attempt_number, job_status=new_status, retry_in_seconds=retry_in
-            )
+            by_attempt = {row["id"]: row for row in finished}
+            recorded: list[RecordedOutcome | None] = []
+            job_updates: list[tuple[int, JobStatus, float | None, AttemptEnding]] = []
+            for outcome in outcomes:
+                row = by_attempt.pop(outcome.attempt_id, None)  # an attempt given twice is written once
+                if row is None:
+                    recorded.append(None)
+                    continue
+                job_id: int = row["job_id"]
+                attempt_number: int = row["attempt_number"]
+                current = JobStatus(row["status"])
+                if current not in STATUSES_WITH_ATTEMPT_IN_FLIGHT:
+                    recorded.append(RecordedOutcome(job_id=job_id, attempt_number=attempt_number, job_status=None))
+                    continue
+                new_status = status_after_attempt(
+                    current,
+                    outcome.ending.outcome,
+                    attempt_number,
+                    row["max_attempts"],
+                    cancel_requested=row["cancel_requested"],
+                )
+                retry_in = (
+                    outcome.retry_policy.delay_seconds(attempt_number) if new_status is JobStatus.RETRIED else None
+                )
+                job_updates.append((job_id, new_status, retry_in, outcome.ending))
+                recorded.append(
+                    RecordedOutcome(
+                        job_id=job_id, attempt_number=attempt_number, job_status=new_status, retry_in_seconds=retry_in
+                    )
+                )
+            if job_updates:
+                await driver.execute(
+                    """
+                    UPDATE jobs j
+                    SET status = u.status,
+                        next_attempt_at = CASE WHEN u.final THEN NULL
+                                               ELSE now() + make_interval(secs => u.retry_in) END,
+                        finished_at = CASE WHEN u.final THEN u.finished_at END,
+                        exit_code = CASE WHEN u.final THEN u.exit_code END
+                    FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::float8[], $5::timestamptz[],
+                                $6::integer[]) AS u(id, status, final, retry_in, finished_at, exit_code)
+                    WHERE j.id = u.id
+                    """,
+                    [job_id for job_id, _, _, _ in job_updates],
+                    [status.value for _, status, _, _ in job_updates],
+                    [status.is_final for _, status, _, _ in job_updates],
+                    [retry_in or 0.0 for _, _, retry_in, _ in job_updates],
+                    [ending.finished_at for _, _, _, ending in job_updates],
+                    [ending.exit_code for _, _, _, ending in job_updates],
+                )
+            return recorded
 
     async def running_attempts_on_node(self, node_id: str) -> list[RunningAttempt]:
         """Attempts that the database says are running on `node_id` (reconciliation after a restart)."""
