@@ -2,12 +2,12 @@
 
     python -m bench.accept [--connections 32] [--accept-seconds 10] [--client-processes 1]
 
-The client is closed-loop: each connection sends its next request when the last one is answered (bench/load.py,
-httpx on asyncio, in --client-processes processes). The baseline is GET /health (one `SELECT 1`) with the same
-client for the same time, measured first: if both rates are close, the client or the HTTP layer is the limit,
-not the job insert. The service runs /bin/sleep with one slot, so the accepted jobs queue behind one sleeping job
-and the figure is the API's alone, not shared with running jobs. Afterwards every jobId answered with a 201 must be
-a row in the database. Goal: >= 1,500 accepted/s, p99 <= 25 ms, every accepted job stored.
+The client is closed-loop: each connection sends its next request when the last one is answered (bench/load.py:
+bench/http_client.py on asyncio, in --client-processes processes). The baseline is GET /health (one `SELECT 1`) with
+the same client for the same time, measured first: if both rates are close, the client or the HTTP layer is the
+limit, not the job insert. The service runs /bin/sleep with one slot, so the accepted jobs queue behind one sleeping
+job and the figure is the API's alone, not shared with running jobs. Afterwards every jobId answered with a 201 must
+be a row in the database. Goal: >= 1,500 accepted/s, p99 <= 25 ms, every accepted job stored.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ async def count_stored(database_url: str, numbers: list[int]) -> int:
 def run(context: Context) -> list[Row]:
     options = context.options
     client = (
-        f"httpx+asyncio, {options.client_processes} process(es), {options.connections} connections, "
+        f"bench.http_client on asyncio, {options.client_processes} process(es), {options.connections} connections, "
         f"{options.accept_seconds:.0f} s each"
     )
     print(f"accept: GET /health (baseline), then POST /jobs; client {client}", flush=True)

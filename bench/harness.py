@@ -19,6 +19,7 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
+from bench.http_client import HttpConnection
 from service.db.engine import libpq_url
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -337,16 +339,14 @@ def job_number(job_id: str) -> int:
 
 
 @contextlib.asynccontextmanager
-async def http_clients(base_url: str, connections: int) -> AsyncIterator[list[httpx.AsyncClient]]:
-    """One httpx client per connection: one client sharing a pool of 32 connections spends most of its CPU
-    managing the pool (about 250 requests/s on this machine, against about 1,200/s for 32 one-connection clients).
-    """
-    async with contextlib.AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(httpx.AsyncClient(base_url=base_url, timeout=60))
-            for _ in range(max(1, connections))
-        ]
-        yield clients
+async def http_connections(base_url: str, connections: int) -> AsyncIterator[list[HttpConnection]]:
+    """`connections` open keep-alive connections (bench/http_client.py: a client that costs the machine little)."""
+    opened = await asyncio.gather(*(HttpConnection.open(base_url) for _ in range(max(1, connections))))
+    try:
+        yield list(opened)
+    finally:
+        for connection in opened:
+            connection.close()
 
 
 async def submit_jobs(
@@ -356,14 +356,16 @@ async def submit_jobs(
     indices = iter(range(count))  # shared by the coroutines: each takes the next index (one thread, no race)
     numbers: list[int] = []
 
-    async def one_connection(client: httpx.AsyncClient) -> None:
+    async def one_connection(connection: HttpConnection) -> None:
         for index in indices:
-            response = await client.post("/jobs", json={"jobName": f"{name_prefix}-{index}", "arguments": arguments})
-            response.raise_for_status()
-            numbers.append(job_number(response.json()["jobId"]))
+            body = json.dumps({"jobName": f"{name_prefix}-{index}", "arguments": list(arguments)}).encode()
+            status, answer = await connection.request("POST", "/jobs", body)
+            if status != HTTPStatus.CREATED:
+                raise RuntimeError(f"POST /jobs answered {status}: {answer[:300]!r}")
+            numbers.append(job_number(json.loads(answer)["jobId"]))
 
-    async with http_clients(base_url, min(connections, count)) as clients:
-        await asyncio.gather(*(one_connection(client) for client in clients))
+    async with http_connections(base_url, min(connections, count)) as opened:
+        await asyncio.gather(*(one_connection(connection) for connection in opened))
     return numbers
 
 

@@ -2,12 +2,12 @@
 
     python -m bench.throughput [--jobs 2000] [--slots 32] [--connections 32] [--program /bin/true]
 
-End to end: from the first POST /jobs to the moment the database says every job is final (the bench polls
-PostgreSQL directly, not the API). The jobs are submitted by an httpx+asyncio client over --connections
+End to end: from the first POST /jobs to the moment the database says every job is final (the bench polls PostgreSQL
+directly, not the API). The jobs are submitted by a lean asyncio client (bench/http_client.py) over --connections
 connections while the service already runs the first ones, with MAX_CONCURRENT_JOBS=--slots. The baseline, in the
 same run and the same (bench) process: `subprocess.run([program])` --jobs times in a row, once before the service
-runs and once after; their mean is the baseline (the machine is shared: its load can change in between).
-Goal: ratio >= 0.6.
+runs and once after; their mean is the baseline (the machine is shared: its load can change in between). Goal: ratio
+>= 0.6.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def run(context: Context) -> list[Row]:
     options = context.options
     print(
         f"throughput: {options.jobs} x {options.program} through the service ({options.slots} slots, "
-        f"submitted over {options.connections} connections: httpx+asyncio, one process)",
+        f"submitted over {options.connections} connections: bench.http_client, one process)",
         flush=True,
     )
     print(f"baseline: {options.jobs} x subprocess.run([{options.program!r}]) in a row, before and after", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -105,6 +106,10 @@ def create_app(settings: Settings) -> Litestar:
                 ).run_once()
                 await supervisor.start()
                 await listener.start()
+                # Everything built at start-up lives as long as the process: out of the collector's sight, a full
+                # collection no longer walks it (each one stalled every request for about 50 ms: p99 57 -> 15 ms).
+                gc.collect()
+                gc.freeze()
                 yield
             finally:
                 await listener.stop()
