@@ -93,7 +93,7 @@ def create_app(settings: Settings) -> Litestar:
                 output_dir=output_dir, node_id=node_id, tail_bytes=settings.output_tail_bytes
             )
             # A cancel asked for on any node wakes this one too: the attempt may be running here.
-            listener = DueJobListener(database_url, supervisor.wake, on_cancel_requested=supervisor.wake)
+            listener = DueJobListener(database_url, supervisor.wake, on_cancel_requested=supervisor.cancel_requested)
             try:
                 # Before the first claim: adopt what a previous life left running, settle what it left behind.
                 await Reconciler(

@@ -692,7 +692,10 @@ class Repository:
         return await self._outcomes(_OutcomeToRecord(attempt_id, ending, retry_policy))
 
     async def _record_outcomes(self, outcomes: Sequence[_OutcomeToRecord]) -> list[RecordedOutcome | None]:
-        endings = [outcome.ending for outcome in outcomes]
+        # An attempt given twice is written once, with its first ending: UPDATE ... FROM would pick either of two
+        # joined rows (by the plan), and the job's next status must follow the ending actually written.
+        first_of_each = list({outcome.attempt_id: outcome for outcome in reversed(outcomes)}.values())
+        endings = [outcome.ending for outcome in first_of_each]
         async with self._driver() as driver, driver.transaction():
             # The fenced attempt updates, and their jobs' rows locked (attempts first, then jobs in id order, as
             # every writer of both does) for the state machine to decide each job's next status.
@@ -722,7 +725,7 @@ class Repository:
                 ORDER BY j.id
                 FOR UPDATE OF j
                 """,
-                [outcome.attempt_id for outcome in outcomes],
+                [outcome.attempt_id for outcome in first_of_each],
                 [ending.outcome.value for ending in endings],
                 [ending.exit_code for ending in endings],
                 [ending.signal for ending in endings],

@@ -381,9 +381,9 @@ class ProcessLauncher:
         if not IS_WINDOWS and not os.access(program, os.X_OK):
             raise SpawnError(describe_spawn_error(program, errno.EACCES))
         spec.status_path.unlink(missing_ok=True)
-        spec.status_path.parent.mkdir(parents=True, exist_ok=True)
-        spec.stdout_path.parent.mkdir(parents=True, exist_ok=True)
-        spec.stderr_path.parent.mkdir(parents=True, exist_ok=True)
+        # Usually one directory for all three: one makedirs, not three (mkdir calls stood out in the profile).
+        for directory in {spec.status_path.parent, spec.stdout_path.parent, spec.stderr_path.parent}:
+            os.makedirs(directory, exist_ok=True)
         argv = (
             [*self._keeper_command, *_keeper_options(spec), str(spec.status_path), *spec.argv]
             if self._keeper_command

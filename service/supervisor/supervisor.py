@@ -167,6 +167,10 @@ class Supervisor:
         self._recordings = TaskSet("outcome-writer")
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
+        # Looking for cancel requests costs a query: made when one is announced, and at least every poll interval
+        # (in case an announcement was missed), not on every round of a busy claim loop.
+        self._cancel_check_due = True
+        self._next_cancel_poll = 0.0
 
     @property
     def node_id(self) -> str:
@@ -183,6 +187,11 @@ class Supervisor:
 
     def wake(self) -> None:
         """Ask for a claim round now (a job was submitted, a slot freed, a retry became due)."""
+        self._wakeup.set()
+
+    def cancel_requested(self) -> None:
+        """A user asked (on some node) to cancel a job: look for cancel requests in a round now."""
+        self._cancel_check_due = True
         self._wakeup.set()
 
     async def start(self) -> None:
@@ -240,10 +249,14 @@ class Supervisor:
         return await self._recordings.wait(max(0.0, deadline - loop.time()))
 
     async def _claim_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             self._wakeup.clear()
             try:
-                await self.apply_cancel_requests()
+                if self._cancel_check_due or loop.time() >= self._next_cancel_poll:
+                    self._cancel_check_due = False
+                    self._next_cancel_poll = loop.time() + self._config.poll_interval_seconds
+                    await self.apply_cancel_requests()
                 started = await self.run_once()
             except TRANSIENT_DATABASE_ERRORS:
                 logger.exception("claim round failed; trying again in %.1f s", self._config.poll_interval_seconds)
@@ -265,7 +278,7 @@ class Supervisor:
     async def apply_cancel_requests(self) -> int:
         """End the attempts running here whose job a user asked to cancel; returns how many it began to end.
 
-        Called on every round of the claim loop: a NOTIFY (from any node's API) or a poll starts a round.
+        The claim loop calls it when a NOTIFY (from any node's API) announces a cancel, and every poll interval.
         """
         if not self._running:
             return 0
@@ -413,9 +426,12 @@ class Supervisor:
 
     async def _record_durably(self, key: AttemptKey, ending: AttemptEnding) -> None:
         """Record the ending, retrying through database hiccups: an outcome observed is an outcome recorded."""
-        ending = await asyncio.to_thread(
-            with_output_tails, ending, self._config.output_dir, key, self._config.output_tail_bytes
-        )
+        if ending.stdout_bytes == 0 and ending.stderr_bytes == 0:
+            ending = replace(ending, stdout_tail="", stderr_tail="")  # the keeper counted no output: nothing to read
+        else:
+            ending = await asyncio.to_thread(
+                with_output_tails, ending, self._config.output_dir, key, self._config.output_tail_bytes
+            )
         recorded = await self._with_retries(
             "record the outcome of",
             key,
@@ -439,30 +455,29 @@ class Supervisor:
                 delay = min(delay * 2, RECORD_RETRY_MAX_DELAY_SECONDS)
 
     def _log_outcome(self, key: AttemptKey, ending: AttemptEnding, recorded: RecordedOutcome | None) -> None:
+        """One line per attempt's end, with what became of its job (each log line costs the event loop tens of
+        microseconds; the database holds the full history)."""
         if recorded is None:
             logger.warning(
                 "%s ended (%s) but was no longer running in the database; nothing written", key, ending.outcome.value
             )
             return
+        if recorded.job_status is JobStatus.RETRIED:
+            job_fate = f"retry scheduled in {recorded.retry_in_seconds or 0.0:.1f} s (attempt {key.attempt_number + 1})"
+        elif recorded.job_status is not None and recorded.job_status.is_final:
+            job_fate = f"job finished: {recorded.job_status.value}"
+        else:
+            job_fate = "job already left its attempt behind"  # cancelled meanwhile, say
         logger.info(
-            "%s ended: %s, exit code %s, signal %s, %s ms%s",
+            "%s ended: %s, exit code %s, signal %s, %s ms%s; %s",
             key,
             ending.outcome.value,
             ending.exit_code,
             ending.signal,
             ending.duration_ms,
             f" ({ending.error})" if ending.error else "",
+            job_fate,
         )
-        job_id = format_job_id(key.job_id)
-        if recorded.job_status is JobStatus.RETRIED:
-            logger.info(
-                "job %s retry scheduled in %.1f s (attempt %d)",
-                job_id,
-                recorded.retry_in_seconds or 0.0,
-                key.attempt_number + 1,
-            )
-        elif recorded.job_status is not None and recorded.job_status.is_final:
-            logger.info("job %s finished: %s", job_id, recorded.job_status.value)
 
 
 def _as_stopped(watched: _Watched, ending: AttemptEnding) -> AttemptEnding:

@@ -206,7 +206,7 @@ async def test_a_cancel_asked_on_one_node_ends_the_attempt_another_node_runs(
     node_b = node.supervisor("node-b", poll_interval_seconds=60.0)
     assert await node_b.run_once() == 1
     await wait_for_pid(repository, job.id)
-    listener = DueJobListener(database_url, node_b.wake, on_cancel_requested=node_b.wake)
+    listener = DueJobListener(database_url, node_b.wake, on_cancel_requested=node_b.cancel_requested)
     await listener.start()
     await node_b.start()
     try:
