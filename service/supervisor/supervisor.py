@@ -254,9 +254,7 @@ class Supervisor:
             self._wakeup.clear()
             try:
                 if self._cancel_check_due or loop.time() >= self._next_cancel_poll:
-                    self._cancel_check_due = False
-                    self._next_cancel_poll = loop.time() + self._config.poll_interval_seconds
-                    await self.apply_cancel_requests()
+                    await self._apply_announced_cancels(loop)
                 started = await self.run_once()
             except TRANSIENT_DATABASE_ERRORS:
                 logger.exception("claim round failed; trying again in %.1f s", self._config.poll_interval_seconds)
@@ -274,6 +272,16 @@ class Supervisor:
         for attempt in claimed:
             self._launch(attempt)
         return len(claimed)
+
+    async def _apply_announced_cancels(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Cleared before the query: an announcement arriving during it sets it again, for the next round.
+        self._cancel_check_due = False
+        self._next_cancel_poll = loop.time() + self._config.poll_interval_seconds
+        try:
+            await self.apply_cancel_requests()
+        except BaseException:
+            self._cancel_check_due = True  # not looked at yet: the next round tries again
+            raise
 
     async def apply_cancel_requests(self) -> int:
         """End the attempts running here whose job a user asked to cancel; returns how many it began to end.

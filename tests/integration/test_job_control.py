@@ -230,6 +230,26 @@ async def test_a_cancel_asked_on_one_node_ends_the_attempt_another_node_runs(
     assert (recorded.node_id, recorded.outcome) == ("node-b", AttemptOutcome.CANCELLED)
 
 
+async def test_a_cancel_nobody_announced_is_still_carried_out_at_the_next_poll(
+    node: Node, repository: Repository, tmp_path: Path
+) -> None:
+    # No listener: the NOTIFY reaches nobody, and only the claim loop's periodic look can find the request.
+    poll_interval = 0.3
+    job = await submit(repository, write_script(tmp_path, "sleeps.sh", "exec sleep 30\n"), max_attempts=2)
+    supervisor = node.supervisor(poll_interval_seconds=poll_interval)
+    await supervisor.start()
+    await wait_for_pid(repository, job.id)
+
+    asked = time.monotonic()
+    result = await repository.cancel_job(job.id)
+    assert result is not None
+    assert result.effect is CancelEffect.REQUESTED
+    finished = await wait_for_final(repository, job.id)
+
+    assert finished.status is JobStatus.CANCELLED
+    assert time.monotonic() - asked < poll_interval + 3, "the cancel waited for more than one poll"
+
+
 async def test_a_cancel_asked_while_the_node_was_down_is_carried_out_when_it_adopts_the_job(
     node: Node, repository: Repository, tmp_path: Path
 ) -> None:
