@@ -11,9 +11,9 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from service.domain.programs import DEFAULT_PROGRAM_NAME, PROGRAM_NAME_PATTERN
+from service.domain.shutdown import ShutdownMode
 from service.runner.keeper import KeeperKind
 from service.runner.program import BUNDLED_SAMPLE_JOB
-from service.supervisor.supervisor import ShutdownMode
 
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
 MEBIBYTE = 1024 * 1024

@@ -25,10 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.engine import create_engine, libpq_url
 from service.db.migrate import upgrade_to_head
-from service.db.repository import Repository
 from service.runner.keeper import KeeperKind, keeper_command
 from service.runner.process import ProcessLauncher
 from service.settings import Settings
+from tests.support.stores import Stores
 
 logger = logging.getLogger(__name__)
 
@@ -148,8 +148,8 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def repository(engine: AsyncEngine) -> Repository:
-    return Repository(engine)
+def stores(engine: AsyncEngine) -> Stores:
+    return Stores.over(engine)
 
 
 @pytest.fixture

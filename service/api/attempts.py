@@ -19,9 +19,10 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from service.api.dependencies import OutputAccess
 from service.api.errors import ProblemError, problem_response
 from service.api.schemas import AttemptRead
-from service.db.repository import AttemptRecord, Repository
+from service.db.job_store import JobStore
 from service.domain.identifiers import parse_job_id
 from service.domain.paths import OutputStream, attempt_files
+from service.domain.records import AttemptRecord
 from service.domain.status import AttemptOutcome
 from service.runner.output import read_from
 
@@ -44,11 +45,11 @@ class _Output:
     """None: the attempt ran on another node; only its stored tail is at hand."""
 
 
-async def _attempt_or_404(repository: Repository, job_id: str, attempt_number: int) -> AttemptRecord:
+async def _attempt_or_404(job_store: JobStore, job_id: str, attempt_number: int) -> AttemptRecord:
     database_id = parse_job_id(job_id)
-    if database_id is None or await repository.find_job(database_id) is None:
+    if database_id is None or await job_store.find_job(database_id) is None:
         raise ProblemError(status_code=404, detail=f"no job with jobId {job_id!r}")
-    attempt = await repository.find_attempt(database_id, attempt_number)
+    attempt = await job_store.find_attempt(database_id, attempt_number)
     if attempt is None:
         raise ProblemError(status_code=404, detail=f"job {job_id} has no attempt {attempt_number}")
     return attempt
@@ -76,13 +77,13 @@ def _end_event(attempt: AttemptRecord) -> ServerSentEventMessage:
 
 
 async def _follow(
-    repository: Repository, output: _Output, stream: OutputStream, start_offset: int
+    job_store: JobStore, output: _Output, stream: OutputStream, start_offset: int
 ) -> AsyncIterator[ServerSentEventMessage]:
     """`output` events with the text as it is written (each event's id is its end offset in the file, so a
     client reconnecting with Last-Event-ID resumes there), then one `end` event when the attempt has ended."""
     attempt = output.attempt
     if output.path is None:
-        tail = await repository.attempt_output_tail(attempt.id, stream)
+        tail = await job_store.attempt_output_tail(attempt.id, stream)
         if tail:
             yield ServerSentEventMessage(event="output", data=tail)
         yield _end_event(attempt)
@@ -112,7 +113,7 @@ async def _follow(
         now = loop.time()
         if now - last_end_check >= FOLLOW_END_POLL_SECONDS:
             last_end_check = now
-            current = await repository.find_attempt(attempt.job_id, attempt.attempt_number)
+            current = await job_store.find_attempt(attempt.job_id, attempt.attempt_number)
             if current is not None and current.outcome is not AttemptOutcome.RUNNING:
                 attempt, ended = current, True
                 continue  # read what the program wrote last, then end
@@ -127,11 +128,11 @@ class AttemptController(Controller):
     tags = ["jobs"]  # noqa: RUF012  (Litestar reads it as a class attribute)
 
     @get(summary="A job's attempts, oldest first", responses={404: problem_response("No such job.")})
-    async def list_attempts(self, job_id: FromPath[str], repository: NamedDependency[Repository]) -> list[AttemptRead]:
+    async def list_attempts(self, job_id: FromPath[str], job_store: NamedDependency[JobStore]) -> list[AttemptRead]:
         database_id = parse_job_id(job_id)
-        if database_id is None or await repository.find_job(database_id) is None:
+        if database_id is None or await job_store.find_job(database_id) is None:
             raise ProblemError(status_code=404, detail=f"no job with jobId {job_id!r}")
-        return [AttemptRead.from_record(attempt) for attempt in await repository.list_attempts(database_id)]
+        return [AttemptRead.from_record(attempt) for attempt in await job_store.list_attempts(database_id)]
 
     @get(
         "/{attempt:int}/output",
@@ -155,7 +156,7 @@ class AttemptController(Controller):
         *,
         job_id: FromPath[str],
         attempt: FromPath[int],
-        repository: NamedDependency[Repository],
+        job_store: NamedDependency[JobStore],
         output_access: NamedDependency[OutputAccess],
         stream: Annotated[
             Literal["stdout", "stderr"], QueryParameter(description="Which output: stdout or stderr.")
@@ -179,13 +180,13 @@ class AttemptController(Controller):
         Output lives on the node that ran the attempt. Another node answers with the tail stored on the attempt
         row once the attempt has ended (header `Output-Source: database-tail`), and 409 while it still runs.
         """
-        record = await _attempt_or_404(repository, job_id, attempt)
+        record = await _attempt_or_404(job_store, job_id, attempt)
         output = _locate(record, stream, output_access)
         if follow:
             start = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-            return ServerSentEvent(_follow(repository, output, stream, start))
+            return ServerSentEvent(_follow(job_store, output, stream, start))
         if output.path is None:
-            tail = await repository.attempt_output_tail(record.id, stream)
+            tail = await job_store.attempt_output_tail(record.id, stream)
             return Response(
                 (tail or "").encode(), media_type=TEXT_PLAIN, headers={OUTPUT_SOURCE_HEADER: "database-tail"}
             )

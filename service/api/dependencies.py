@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from litestar.datastructures import State
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from service.db.repository import Repository
+from litestar.di import Provide
 
 
 @runtime_checkable  # Litestar checks injected values with isinstance()
@@ -45,26 +43,10 @@ class OutputAccess:
     tail_bytes: int
 
 
-def provide_repository(state: State) -> Repository:
-    repository: Repository = state.repository
-    return repository
+def from_state(name: str) -> Provide:
+    """A dependency that hands out what the lifespan put in the app's state under `name`."""
 
+    def provide(state: State) -> object:
+        return state[name]
 
-def provide_supervisor(state: State) -> SupervisorHandle:
-    supervisor: SupervisorHandle = state.supervisor
-    return supervisor
-
-
-def provide_job_defaults(state: State) -> JobDefaults:
-    defaults: JobDefaults = state.job_defaults
-    return defaults
-
-
-def provide_output_access(state: State) -> OutputAccess:
-    access: OutputAccess = state.output_access
-    return access
-
-
-def provide_engine(state: State) -> AsyncEngine:
-    engine: AsyncEngine = state.engine
-    return engine
+    return Provide(provide, sync_to_thread=False)

@@ -24,9 +24,10 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from service.api.dependencies import JobDefaults, SupervisorHandle
 from service.api.errors import ProblemError, problem_response
 from service.api.schemas import JobCreate, JobDetail, JobRead
-from service.db.repository import CancelEffect, JobFilter, JobRecord, NewJob, Repository
+from service.db.job_store import JobStore
 from service.domain.identifiers import format_job_id, parse_job_id
 from service.domain.programs import DEFAULT_PROGRAM_NAME
+from service.domain.records import CancelEffect, JobFilter, JobRecord, NewJob
 from service.domain.status import REOPENABLE_STATUSES, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -117,9 +118,9 @@ def _fingerprint(data: JobCreate) -> str:
     return hashlib.sha256(msgspec.json.encode(normalized)).hexdigest()
 
 
-async def _job_or_404(repository: Repository, job_id: str) -> JobRecord:
+async def _job_or_404(job_store: JobStore, job_id: str) -> JobRecord:
     database_id = parse_job_id(job_id)
-    job = await repository.find_job(database_id) if database_id is not None else None
+    job = await job_store.find_job(database_id) if database_id is not None else None
     if job is None:
         raise ProblemError(status_code=404, detail=f"no job with jobId {job_id!r}")
     return job
@@ -158,7 +159,7 @@ class JobController(Controller):
     async def submit_job(
         self,
         data: JSONBody[JobCreate],
-        repository: NamedDependency[Repository],
+        job_store: NamedDependency[JobStore],
         supervisor: NamedDependency[SupervisorHandle],
         job_defaults: NamedDependency[JobDefaults],
         idempotency_key: IdempotencyKey = None,
@@ -179,19 +180,10 @@ class JobController(Controller):
             timeout_seconds=data.timeout_seconds if data.timeout_seconds is not None else job_defaults.timeout_seconds,
         )
         if idempotency_key is None:
-            job = await repository.submit_job(
-                name=new_job.name,
-                program=new_job.program,
-                arguments=new_job.arguments,
-                max_attempts=new_job.max_attempts,
-                program_name=new_job.program_name,
-                priority=new_job.priority,
-                run_at=new_job.run_at,
-                timeout_seconds=new_job.timeout_seconds,
-            )
+            job = await job_store.submit_job(new_job)
             created = True
         else:
-            submission = await repository.submit_job_idempotently(
+            submission = await job_store.submit_job_idempotently(
                 new_job, idempotency_key=idempotency_key, fingerprint=_fingerprint(data)
             )
             if not submission.same_request:
@@ -231,7 +223,7 @@ class JobController(Controller):
         self,
         *,
         request: Request[Any, Any, Any],
-        repository: NamedDependency[Repository],
+        job_store: NamedDependency[JobStore],
         status: Annotated[
             list[str] | None,
             QueryParameter(description="Only jobs with this status; repeat it or separate with commas for several."),
@@ -270,7 +262,7 @@ class JobController(Controller):
             before_id=_parse_cursor(cursor),
         )
         # One more than asked for tells whether a next page exists, without a count.
-        jobs = await repository.list_jobs(limit=limit + 1, job_filter=job_filter)
+        jobs = await job_store.list_jobs(limit=limit + 1, job_filter=job_filter)
         headers = {}
         if len(jobs) > limit:
             jobs = jobs[:limit]
@@ -278,9 +270,9 @@ class JobController(Controller):
         return Response([JobRead.from_record(job) for job in jobs], headers=headers)
 
     @get("/{job_id:str}", summary="One job with its attempts", responses={404: problem_response("No such job.")})
-    async def get_job(self, job_id: FromPath[str], repository: NamedDependency[Repository]) -> JobDetail:
-        job = await _job_or_404(repository, job_id)
-        attempts = await repository.list_attempts(job.id)
+    async def get_job(self, job_id: FromPath[str], job_store: NamedDependency[JobStore]) -> JobDetail:
+        job = await _job_or_404(job_store, job_id)
+        attempts = await job_store.list_attempts(job.id)
         return JobDetail.from_records(job, attempts)
 
     @post(
@@ -295,14 +287,14 @@ class JobController(Controller):
     async def cancel_job(
         self,
         job_id: FromPath[str],
-        repository: NamedDependency[Repository],
+        job_store: NamedDependency[JobStore],
         supervisor: NamedDependency[SupervisorHandle],
     ) -> JobRead:
         """A queued or waiting job is `cancelled` at once. A running one: the node running it sends SIGTERM to its
         process group, then SIGKILL after CANCEL_GRACE_SECONDS; the job is `cancelled` once that attempt has
         ended (until then `cancelRequestedAt` says a cancel is on its way). A final job is a 409."""
         database_id = parse_job_id(job_id)
-        result = await repository.cancel_job(database_id) if database_id is not None else None
+        result = await job_store.cancel_job(database_id) if database_id is not None else None
         if result is None:
             raise ProblemError(status_code=404, detail=f"no job with jobId {job_id!r}")
         if result.effect is CancelEffect.ALREADY_FINAL:
@@ -328,13 +320,13 @@ class JobController(Controller):
     async def retry_job(
         self,
         job_id: FromPath[str],
-        repository: NamedDependency[Repository],
+        job_store: NamedDependency[JobStore],
         supervisor: NamedDependency[SupervisorHandle],
     ) -> JobRead:
         """The job becomes due at once as a new attempt (`retried`; `queued` if it never ran). Its `maxAttempts` is
         raised to `attempts + 1` when it has no attempt left. Any other status is a 409."""
         database_id = parse_job_id(job_id)
-        result = await repository.reopen_job(database_id) if database_id is not None else None
+        result = await job_store.reopen_job(database_id) if database_id is not None else None
         if result is None:
             raise ProblemError(status_code=404, detail=f"no job with jobId {job_id!r}")
         if not result.reopened:

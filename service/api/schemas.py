@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, TypedDict
+from typing import Annotated, Self
 
 import msgspec
 
-from service.db.repository import AttemptRecord, JobRecord
 from service.domain.identifiers import format_job_id
 from service.domain.programs import PROGRAM_NAME_PATTERN
+from service.domain.records import AttemptRecord, JobRecord
 from service.domain.status import AttemptOutcome, JobStatus
 
 MAX_JOB_NAME_LENGTH = 200
@@ -110,8 +110,27 @@ class JobRead(msgspec.Struct, rename="camel"):
     """Set when a cancel was asked for while an attempt ran; the job is `cancelled` once that attempt has ended."""
 
     @classmethod
-    def from_record(cls, record: JobRecord) -> JobRead:
-        return cls(**_job_fields(record))
+    def from_record(cls, record: JobRecord) -> Self:
+        return cls(
+            job_id=format_job_id(record.id),
+            job_name=record.name,
+            program=record.program,
+            args=record.arguments,
+            status=record.status,
+            attempts=record.attempts_count,
+            retries=max(0, record.attempts_count - 1),
+            max_attempts=record.max_attempts,
+            exit_code=record.exit_code,
+            duration=record.last_duration_ms,
+            created_at=record.created_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            program_name=record.program_name,
+            priority=record.priority,
+            run_at=record.run_at,
+            timeout_seconds=record.timeout_seconds,
+            cancel_requested_at=record.cancel_requested_at,
+        )
 
 
 class JobDetail(JobRead, rename="camel"):
@@ -121,51 +140,9 @@ class JobDetail(JobRead, rename="camel"):
 
     @classmethod
     def from_records(cls, record: JobRecord, attempts: list[AttemptRecord]) -> JobDetail:
-        return cls(**_job_fields(record), attempt_history=[AttemptRead.from_record(a) for a in attempts])
-
-
-class _JobFields(TypedDict):
-    job_id: str
-    job_name: str
-    program: str
-    args: list[str]
-    status: JobStatus
-    attempts: int
-    retries: int
-    max_attempts: int
-    exit_code: int | None
-    duration: int | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    program_name: str
-    priority: int
-    run_at: datetime | None
-    timeout_seconds: float | None
-    cancel_requested_at: datetime | None
-
-
-def _job_fields(record: JobRecord) -> _JobFields:
-    return {
-        "job_id": format_job_id(record.id),
-        "job_name": record.name,
-        "program": record.program,
-        "args": record.arguments,
-        "status": record.status,
-        "attempts": record.attempts_count,
-        "retries": max(0, record.attempts_count - 1),
-        "max_attempts": record.max_attempts,
-        "exit_code": record.exit_code,
-        "duration": record.last_duration_ms,
-        "created_at": record.created_at,
-        "started_at": record.started_at,
-        "finished_at": record.finished_at,
-        "program_name": record.program_name,
-        "priority": record.priority,
-        "run_at": record.run_at,
-        "timeout_seconds": record.timeout_seconds,
-        "cancel_requested_at": record.cancel_requested_at,
-    }
+        return msgspec.structs.replace(
+            cls.from_record(record), attempt_history=[AttemptRead.from_record(attempt) for attempt in attempts]
+        )
 
 
 class IntervalRead(msgspec.Struct, rename="camel"):

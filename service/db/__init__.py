@@ -1,1 +1,2 @@
-"""Storage: the engine, the tables, the migrations runner, the embedded server and the repository of queries."""
+"""Storage: the engine, the connections, the stores of jobs and attempts, the tables, the migrations runner and the
+embedded server."""

@@ -1,4 +1,4 @@
-"""Turning a PostgreSQL URL into an async engine and a session factory."""
+"""Turning a PostgreSQL URL into an async engine, and into the other spellings psql and the logs want."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 
@@ -34,7 +34,7 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         max_overflow=pool_size,
     )
     # Instead of pool_pre_ping, whose ping is three round trips (BEGIN, a query, ROLLBACK) on every checkout (a
-    # fifth of the service's busy time under load, in a profile): asyncpg learns at once when the server closes a
+    # large share of the service's busy time under load): asyncpg learns at once when the server closes a
     # connection (a restart, pg_terminate_backend), so a closed one is replaced at checkout, for free. A connection
     # that breaks while in use still raises; the supervisor retries such writes.
     event.listen(engine.sync_engine.pool, "checkout", _replace_if_closed)
@@ -46,7 +46,3 @@ def _replace_if_closed(
 ) -> None:
     if record.driver_connection is not None and record.driver_connection.is_closed():
         raise DisconnectionError("the server closed this connection")
-
-
-def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)

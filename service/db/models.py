@@ -1,4 +1,5 @@
-"""The tables, as SQLAlchemy models. The migrations own the schema; these describe it to the queries."""
+"""The tables, as SQLAlchemy models. The migrations own the schema; Alembic reads these to compare against it (the
+stores write their SQL by hand)."""
 
 from __future__ import annotations
 

@@ -6,13 +6,13 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from service.db.rows import like_prefix
+
 MAX_PROGRAM_LENGTH = 4096
 MAX_NAME_PREFIX_LENGTH = 200  # a job name is at most this long, so a longer prefix could match nothing
 _RELATIVE = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>s|m|min|h|d|w)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
-# LIKE's own wildcards in a prefix must match themselves.
-_LIKE_SPECIAL = re.compile(r"([\\%_])")
 
 
 class FilterError(ValueError):
@@ -60,7 +60,7 @@ class StatsFilters:
             parameters["program"] = self.program
         if self.name_prefix is not None:
             clauses.append(f"{name_column} LIKE :name_pattern")
-            parameters["name_pattern"] = _LIKE_SPECIAL.sub(r"\\\1", self.name_prefix) + "%"
+            parameters["name_pattern"] = like_prefix(self.name_prefix)
         return " AND ".join(clauses) or "true", parameters
 
 

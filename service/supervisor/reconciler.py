@@ -25,18 +25,14 @@ from pathlib import Path
 
 import psutil
 
-from service.db.repository import AttemptEnding, AttemptRecord, Repository
+from service.db.attempt_store import AttemptStore
+from service.domain.paths import attempt_files
+from service.domain.records import AttemptEnding, AttemptRecord
 from service.domain.retry import RetryPolicy
 from service.runner.process import IS_WINDOWS, RunningProcess, is_same_process, read_exit_status
-from service.supervisor.paths import attempt_files
-from service.supervisor.supervisor import (
-    DEFAULT_OUTPUT_TAIL_BYTES,
-    AttemptKey,
-    Supervisor,
-    ending_from_exit,
-    lost_ending,
-    with_output_tails,
-)
+from service.supervisor.config import DEFAULT_OUTPUT_TAIL_BYTES
+from service.supervisor.endings import AttemptKey, ending_from_exit, lost_ending, with_output_tails
+from service.supervisor.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +55,7 @@ class Reconciler:
 
     def __init__(
         self,
-        repository: Repository,
+        attempts: AttemptStore,
         supervisor: Supervisor,
         *,
         output_dir: Path,
@@ -67,7 +63,7 @@ class Reconciler:
         keeper_in_use: bool,
         output_tail_bytes: int = DEFAULT_OUTPUT_TAIL_BYTES,
     ) -> None:
-        self._repository = repository
+        self._attempts = attempts
         self._supervisor = supervisor
         self._output_dir = output_dir
         self._retry_policy = retry_policy
@@ -76,7 +72,7 @@ class Reconciler:
 
     async def run_once(self) -> ReconcileReport:
         started = time.monotonic()
-        attempts = await self._repository.running_attempts_on_node(self._supervisor.node_id)
+        attempts = await self._attempts.running_attempts_on_node(self._supervisor.node_id)
         adopted = recovered = lost = ended = 0
         for running in attempts:
             attempt = running.attempt
@@ -141,7 +137,7 @@ class Reconciler:
         ending = await asyncio.to_thread(
             with_output_tails, ending, self._output_dir, AttemptKey.of_record(attempt), self._output_tail_bytes
         )
-        recorded = await self._repository.record_outcome(
+        recorded = await self._attempts.record_outcome(
             attempt_id=attempt.id, ending=ending, retry_policy=self._retry_policy
         )
         if recorded is not None:

@@ -6,101 +6,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-
-from service.db.repository import AttemptEnding, AttemptRecord, ClaimedAttempt, RecordedOutcome, Repository
+from service.db.attempt_store import AttemptStore
+from service.db.errors import DatabaseUnavailableError
 from service.domain.identifiers import format_job_id
-from service.domain.retry import RetryPolicy
+from service.domain.paths import attempt_files
+from service.domain.records import AttemptEnding, ClaimedAttempt, RecordedOutcome
+from service.domain.shutdown import ShutdownMode
 from service.domain.status import AttemptOutcome, JobStatus
 from service.runner.environment import child_environment
-from service.runner.output import tail_text
-from service.runner.process import (
-    ExitUnknownError,
-    ProcessExit,
-    ProcessLauncher,
-    ProcessSpec,
-    RunningProcess,
-    SpawnError,
-)
+from service.runner.process import ExitUnknownError, ProcessLauncher, ProcessSpec, RunningProcess, SpawnError
 from service.runner.program import command_prefix
-from service.supervisor.paths import attempt_files
+from service.supervisor.config import SupervisorConfig
+from service.supervisor.endings import AttemptKey, ending_from_exit, lost_ending, with_output_tails
 from service.supervisor.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Failures worth retrying when writing to the database: the server or the network had a hiccup.
-TRANSIENT_DATABASE_ERRORS = (OperationalError, InterfaceError, OSError, TimeoutError)
 RECORD_RETRY_FIRST_DELAY_SECONDS = 0.1
 RECORD_RETRY_MAX_DELAY_SECONDS = 5.0
 KILL_WAIT_SECONDS = 5.0
 # While a cancelled or timed-out attempt's group still has processes after its leader ended, look this often.
 GROUP_POLL_SECONDS = 0.1
-DEFAULT_CANCEL_GRACE_SECONDS = 10.0
-DEFAULT_OUTPUT_TAIL_BYTES = 64 * 1024
 # At shutdown, outcomes already observed get this long to reach the database; after that their exit-status files
 # still hold them, and the next start records them.
 FINISH_WRITES_SECONDS = 10.0
-
-
-class ShutdownMode(StrEnum):
-    """What a graceful stop (SIGTERM, SIGINT) does with the jobs still running (setting SHUTDOWN_MODE)."""
-
-    LEAVE = "leave"
-    """Leave them running; the next start adopts them and records their real outcome. Nothing is interrupted."""
-    DRAIN = "drain"
-    """Wait up to SHUTDOWN_GRACE_SECONDS for them to finish; leave any still running for the next start."""
-    KILL = "kill"
-    """SIGTERM their process groups, wait up to SHUTDOWN_GRACE_SECONDS, then SIGKILL; outcomes are `killed`."""
-
-
-@dataclass(frozen=True, slots=True)
-class SupervisorConfig:
-    node_id: str
-    max_concurrent_jobs: int
-    retry_policy: RetryPolicy
-    poll_interval_seconds: float
-    shutdown_grace_seconds: float
-    output_dir: Path
-    shutdown_mode: ShutdownMode = ShutdownMode.LEAVE
-    inherited_environment: tuple[str, ...] = ()
-    parent_environment: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    cancel_grace_seconds: float = DEFAULT_CANCEL_GRACE_SECONDS
-    """A cancelled or timed-out attempt's group gets SIGTERM, then SIGKILL this long after if anything still runs."""
-    output_limit_bytes: int | None = None
-    """Bytes of each output stream kept in its file (by the exit keeper); None: all of them."""
-    output_tail_bytes: int = DEFAULT_OUTPUT_TAIL_BYTES
-    """The end of each stream that is kept past the limit, and stored on the attempt row when it ends."""
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptKey:
-    """Which attempt a watcher is about, whether it was claimed now or adopted after a restart."""
-
-    attempt_id: int
-    job_id: int
-    attempt_number: int
-
-    @classmethod
-    def of_claim(cls, claimed: ClaimedAttempt) -> AttemptKey:
-        return cls(claimed.attempt_id, claimed.job_id, claimed.attempt_number)
-
-    @classmethod
-    def of_record(cls, record: AttemptRecord) -> AttemptKey:
-        return cls(record.id, record.job_id, record.attempt_number)
-
-    def __str__(self) -> str:
-        return f"job {format_job_id(self.job_id)} attempt {self.attempt_number}"
 
 
 @dataclass(slots=True, eq=False)
@@ -117,48 +55,11 @@ class _Watched:
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
 
-def ending_from_exit(process_exit: ProcessExit) -> AttemptEnding:
-    """How an observed (or recovered) exit is written down."""
-    if process_exit.spawn_error is not None:
-        outcome = AttemptOutcome.SPAWN_FAILED
-    elif process_exit.signal is not None:
-        outcome = AttemptOutcome.KILLED
-    elif process_exit.exit_code == 0:
-        outcome = AttemptOutcome.SUCCEEDED
-    else:
-        outcome = AttemptOutcome.FAILED
-    return AttemptEnding(
-        outcome=outcome,
-        finished_at=process_exit.finished_at,
-        exit_code=process_exit.exit_code,
-        signal=process_exit.signal,
-        duration_ms=process_exit.duration_ms,
-        error=process_exit.spawn_error,
-        user_cpu_ms=process_exit.user_cpu_ms,
-        system_cpu_ms=process_exit.system_cpu_ms,
-        max_rss_kb=process_exit.max_rss_kb,
-        stdout_bytes=process_exit.stdout_bytes,
-        stderr_bytes=process_exit.stderr_bytes,
-    )
-
-
-def with_output_tails(ending: AttemptEnding, output_dir: Path, key: AttemptKey, tail_bytes: int) -> AttemptEnding:
-    """The ending with the last `tail_bytes` of each output file, for the attempt row (blocking file reads)."""
-    files = attempt_files(output_dir, key.job_id, key.attempt_number)
-    return replace(
-        ending, stdout_tail=tail_text(files.stdout, tail_bytes), stderr_tail=tail_text(files.stderr, tail_bytes)
-    )
-
-
-def lost_ending(reason: str) -> AttemptEnding:
-    return AttemptEnding(outcome=AttemptOutcome.LOST, finished_at=datetime.now(UTC), error=reason)
-
-
 class Supervisor:
     """Runs the claim loop. `run_once()` is one claim-and-launch round, callable directly from tests."""
 
-    def __init__(self, repository: Repository, config: SupervisorConfig, launcher: ProcessLauncher) -> None:
-        self._repository = repository
+    def __init__(self, attempts: AttemptStore, config: SupervisorConfig, launcher: ProcessLauncher) -> None:
+        self._attempts = attempts
         self._config = config
         self._launcher = launcher
         self._wakeup = asyncio.Event()
@@ -256,7 +157,7 @@ class Supervisor:
                 if self._cancel_check_due or loop.time() >= self._next_cancel_poll:
                     await self._apply_announced_cancels(loop)
                 started = await self.run_once()
-            except TRANSIENT_DATABASE_ERRORS:
+            except DatabaseUnavailableError:
                 logger.exception("claim round failed; trying again in %.1f s", self._config.poll_interval_seconds)
                 started = 0
             if started and self.free_slots:
@@ -268,7 +169,7 @@ class Supervisor:
         """Claim due jobs up to the free slots and start their processes; returns how many were claimed."""
         if self._stopping:
             return 0
-        claimed = await self._repository.claim_due_jobs(node_id=self._config.node_id, limit=self.free_slots)
+        claimed = await self._attempts.claim_due_jobs(node_id=self._config.node_id, limit=self.free_slots)
         for attempt in claimed:
             self._launch(attempt)
         return len(claimed)
@@ -291,7 +192,7 @@ class Supervisor:
         if not self._running:
             return 0
         begun = 0
-        for attempt_id in await self._repository.attempts_to_cancel(self._config.node_id):
+        for attempt_id in await self._attempts.attempts_to_cancel(self._config.node_id):
             watched = self._running.get(attempt_id)
             if watched is not None and self._begin_stop(watched, AttemptOutcome.CANCELLED, "cancelled by a user"):
                 begun += 1
@@ -360,7 +261,7 @@ class Supervisor:
         await self._with_retries(
             "record the process of",
             key,
-            lambda: self._repository.record_process_started(
+            lambda: self._attempts.record_process_started(
                 attempt_id=key.attempt_id,
                 pid=process.pid,
                 process_started_at=process.started_at,
@@ -443,7 +344,7 @@ class Supervisor:
         recorded = await self._with_retries(
             "record the outcome of",
             key,
-            lambda: self._repository.record_outcome(
+            lambda: self._attempts.record_outcome(
                 attempt_id=key.attempt_id, ending=ending, retry_policy=self._config.retry_policy
             ),
         )
@@ -457,14 +358,14 @@ class Supervisor:
         while True:
             try:
                 return await operation()
-            except TRANSIENT_DATABASE_ERRORS as error:
+            except DatabaseUnavailableError as error:
                 logger.warning("could not %s %s (%s); retrying in %.1f s", what, key, error.__class__.__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECORD_RETRY_MAX_DELAY_SECONDS)
 
     def _log_outcome(self, key: AttemptKey, ending: AttemptEnding, recorded: RecordedOutcome | None) -> None:
-        """One line per attempt's end, with what became of its job (each log line costs the event loop tens of
-        microseconds; the database holds the full history)."""
+        """One line per attempt's end, with what became of its job: each log line costs the event loop, and the
+        database holds the full history."""
         if recorded is None:
             logger.warning(
                 "%s ended (%s) but was no longer running in the database; nothing written", key, ending.outcome.value

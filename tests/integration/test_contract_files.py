@@ -19,10 +19,11 @@ from litestar.routes import HTTPRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.app import create_app
-from service.db.repository import AttemptEnding, Repository
+from service.domain.records import AttemptEnding, NewJob
 from service.domain.retry import NO_WAIT
 from service.domain.status import AttemptOutcome
 from service.settings import Settings
+from tests.support.stores import Stores
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 POSTMAN_COLLECTION = REPOSITORY_ROOT / "postman_collection.json"
@@ -100,7 +101,7 @@ def wire_names(handler: HTTPRouteHandler) -> set[str]:
 
 
 def test_postman_collection_matches_the_routes(app_routes: dict[tuple[str, str], HTTPRouteHandler]) -> None:
-    assert POSTMAN_COLLECTION.is_file(), f"{POSTMAN_COLLECTION.name} is missing at the repository root"
+    assert POSTMAN_COLLECTION.is_file(), f"{POSTMAN_COLLECTION.name} is missing at the stores root"
     collection = json.loads(POSTMAN_COLLECTION.read_text(encoding="utf-8"))
     assert "v2.1" in collection["info"]["schema"], "expected a Postman v2.1 collection"
     requests = list(postman_requests(collection["item"]))
@@ -141,7 +142,7 @@ def readme_psql_queries() -> list[tuple[str, list[str]]]:
     return queries
 
 
-async def seed_history(repository: Repository) -> None:
+async def seed_history(stores: Stores) -> None:
     """Jobs that ended every common way, with real claims and attempts: a success, a crash after a retry, a job
     killed then retried and still running, and one waiting in the queue."""
     now = datetime.now(UTC)
@@ -152,18 +153,18 @@ async def seed_history(repository: Repository) -> None:
         ending = AttemptEnding(
             outcome=outcome, finished_at=now, exit_code=exit_code, signal=signal, duration_ms=duration_ms
         )
-        assert await repository.record_outcome(attempt_id=attempt_id, ending=ending, retry_policy=NO_WAIT)
+        assert await stores.attempts.record_outcome(attempt_id=attempt_id, ending=ending, retry_policy=NO_WAIT)
 
     for name, arguments in (
         ("task-123", ["input1", "output2"]),
         ("nightly-report-for-march", []),
         ("cleanup", ["--all"]),
     ):
-        await repository.submit_job(name=name, program="/usr/bin/true", arguments=arguments, max_attempts=2)
-    first_round = await repository.claim_due_jobs(node_id="node-a", limit=10)
+        await stores.jobs.submit_job(NewJob(name=name, program="/usr/bin/true", arguments=arguments, max_attempts=2))
+    first_round = await stores.attempts.claim_due_jobs(node_id="node-a", limit=10)
     assert len(first_round) == 3
     for number, attempt in enumerate(first_round):
-        await repository.record_process_started(
+        await stores.attempts.record_process_started(
             attempt_id=attempt.attempt_id, pid=4000 + number, process_started_at=now, started_at=now
         )
     succeeded, failed, killed = first_round
@@ -171,19 +172,21 @@ async def seed_history(repository: Repository) -> None:
     await end(failed.attempt_id, AttemptOutcome.FAILED, exit_code=1, duration_ms=200)
     await end(killed.attempt_id, AttemptOutcome.KILLED, exit_code=None, signal=9, duration_ms=50)
 
-    second_round = await repository.claim_due_jobs(node_id="node-b", limit=10)
+    second_round = await stores.attempts.claim_due_jobs(node_id="node-b", limit=10)
     assert sorted(attempt.job_id for attempt in second_round) == sorted([failed.job_id, killed.job_id])
     retry_of_failed = next(attempt for attempt in second_round if attempt.job_id == failed.job_id)
     await end(retry_of_failed.attempt_id, AttemptOutcome.FAILED, exit_code=2, duration_ms=300)
 
-    await repository.submit_job(name="queued-job-9", program="/usr/bin/true", arguments=["a", "b"], max_attempts=2)
+    await stores.jobs.submit_job(
+        NewJob(name="queued-job-9", program="/usr/bin/true", arguments=["a", "b"], max_attempts=2)
+    )
 
 
-async def test_readme_psql_queries_run_on_a_real_history(engine: AsyncEngine, repository: Repository) -> None:
+async def test_readme_psql_queries_run_on_a_real_history(engine: AsyncEngine, stores: Stores) -> None:
     assert README.is_file(), "README.md is missing"
     queries = readme_psql_queries()
     assert len(queries) >= 6, f"expected at least 6 ```sql blocks under {PSQL_SECTION_HEADING!r}, found {len(queries)}"
-    await seed_history(repository)
+    await seed_history(stores)
 
     async with engine.connect() as connection:
         for query, columns in queries:
@@ -199,7 +202,7 @@ def test_docker_compose_config_accepts_the_compose_file() -> None:
     compose = shutil.which("docker-compose")
     if compose is None:
         pytest.skip("the docker-compose command is not installed (Debian package docker-compose); no engine needed")
-    assert COMPOSE_FILE.is_file(), "docker-compose.yml is missing at the repository root"
+    assert COMPOSE_FILE.is_file(), "docker-compose.yml is missing at the stores root"
     completed = subprocess.run(
         [compose, "-f", str(COMPOSE_FILE), "config"],
         cwd=REPOSITORY_ROOT,
@@ -212,7 +215,7 @@ def test_docker_compose_config_accepts_the_compose_file() -> None:
 
 
 def test_env_example_documents_every_setting() -> None:
-    assert ENV_EXAMPLE.is_file(), ".env.example is missing at the repository root"
+    assert ENV_EXAMPLE.is_file(), ".env.example is missing at the stores root"
     # Active (`NAME=value`) or commented out (`# NAME=value`) both document the variable.
     documented = set(
         re.findall(r"^[ \t]*#?[ \t]*([A-Z][A-Z0-9_]*)[ \t]*=", ENV_EXAMPLE.read_text("utf-8"), re.MULTILINE)

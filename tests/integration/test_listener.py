@@ -7,8 +7,9 @@ import asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db.repository import Repository
+from service.domain.records import NewJob
 from service.supervisor.listener import DueJobListener
+from tests.support.stores import Stores
 
 WAIT_SECONDS = 10.0
 
@@ -27,16 +28,14 @@ class WakeRecorder:
         self.event.clear()
 
 
-async def test_a_submitted_job_wakes_a_listener_on_another_connection(
-    repository: Repository, database_url: str
-) -> None:
+async def test_a_submitted_job_wakes_a_listener_on_another_connection(stores: Stores, database_url: str) -> None:
     woken = WakeRecorder()
     listener = DueJobListener(database_url, woken)
     await listener.start()
     try:
         await woken.next()  # on connecting it wakes once, for what was submitted while nobody listened
 
-        await repository.submit_job(name="task-1", program="/bin/true", arguments=[], max_attempts=1)
+        await stores.jobs.submit_job(NewJob(name="task-1", program="/bin/true", arguments=[], max_attempts=1))
 
         await woken.next()
     finally:
@@ -44,7 +43,7 @@ async def test_a_submitted_job_wakes_a_listener_on_another_connection(
 
 
 async def test_the_listener_reconnects_after_its_connection_is_killed(
-    repository: Repository, database_url: str, engine: AsyncEngine
+    stores: Stores, database_url: str, engine: AsyncEngine
 ) -> None:
     woken = WakeRecorder()
     listener = DueJobListener(database_url, woken)
@@ -61,7 +60,7 @@ async def test_the_listener_reconnects_after_its_connection_is_killed(
         assert killed == 1
 
         await woken.next()  # reconnected, and woke again for anything missed meanwhile
-        await repository.submit_job(name="task-1", program="/bin/true", arguments=[], max_attempts=1)
+        await stores.jobs.submit_job(NewJob(name="task-1", program="/bin/true", arguments=[], max_attempts=1))
         await woken.next()
     finally:
         await listener.stop()

@@ -20,14 +20,16 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db.repository import AttemptRecord, JobRecord, Repository
+from service.domain.paths import attempt_files
+from service.domain.records import AttemptRecord, JobRecord
 from service.domain.retry import NO_WAIT
+from service.domain.shutdown import ShutdownMode
 from service.domain.status import AttemptOutcome, JobStatus
 from service.runner.process import ProcessLauncher, ProcessSpec, process_start_time
-from service.supervisor.paths import attempt_files
 from service.supervisor.reconciler import Reconciler, ReconcileReport
-from service.supervisor.supervisor import ShutdownMode, Supervisor
+from service.supervisor.supervisor import Supervisor
 from tests.support.processes import wait_until, write_script
+from tests.support.stores import Stores
 from tests.support.supervision import Supervisors, submit, supervisor_config, wait_for_final, wait_for_pid
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses /bin/sh scripts and POSIX process groups")
@@ -40,8 +42,8 @@ LIFE_SETTINGS: dict[str, Any] = {"max_concurrent_jobs": 10, "shutdown_mode": Shu
 class Lives(Supervisors):
     """Supervisors standing for successive lives of one node, and the cleanup of whatever they leave behind."""
 
-    def __init__(self, repository: Repository, output_dir: Path, launcher: ProcessLauncher) -> None:
-        super().__init__(repository, launcher)
+    def __init__(self, stores: Stores, output_dir: Path, launcher: ProcessLauncher) -> None:
+        super().__init__(stores, launcher)
         self.output_dir = output_dir
 
     def supervisor(self, *, launcher: ProcessLauncher | None = None, **overrides: Any) -> Supervisor:
@@ -49,7 +51,7 @@ class Lives(Supervisors):
 
     def reconciler(self, supervisor: Supervisor, *, keeper_in_use: bool = True) -> Reconciler:
         return Reconciler(
-            self.repository,
+            self.stores.attempts,
             supervisor,
             output_dir=self.output_dir,
             retry_policy=NO_WAIT,
@@ -60,7 +62,7 @@ class Lives(Supervisors):
         """Start the job's first attempt, then stop the supervisor leaving it running, as a crash would."""
         supervisor = self.supervisor()
         assert await supervisor.run_once() == 1
-        attempt = await wait_for_pid(self.repository, job.id)
+        attempt = await wait_for_pid(self.stores, job.id)
         await supervisor.stop()
         assert attempt.pid is not None
         self.groups.add(attempt.pid)
@@ -68,15 +70,15 @@ class Lives(Supervisors):
 
 
 @pytest.fixture
-async def lives(repository: Repository, tmp_path: Path, launcher: ProcessLauncher) -> AsyncIterator[Lives]:
+async def lives(stores: Stores, tmp_path: Path, launcher: ProcessLauncher) -> AsyncIterator[Lives]:
     assert launcher.uses_keeper, "these tests need a C compiler or Python's fork: the exit keeper"
-    created = Lives(repository, tmp_path / "output", launcher)
+    created = Lives(stores, tmp_path / "output", launcher)
     yield created
     await created.cleanup()
 
 
-async def attempts_of(repository: Repository, job_id: int) -> list[AttemptRecord]:
-    return await repository.list_attempts(job_id)
+async def attempts_of(stores: Stores, job_id: int) -> list[AttemptRecord]:
+    return await stores.jobs.list_attempts(job_id)
 
 
 def executions(log: Path) -> list[str]:
@@ -94,7 +96,7 @@ async def test_a_live_keeper_is_adopted_and_its_real_outcome_recorded(lives: Liv
         exit 7
         """,
     )
-    job = await submit(lives.repository, script)
+    job = await submit(lives.stores, script)
     before = await lives.previous_life(job)
 
     supervisor = lives.supervisor()
@@ -102,10 +104,10 @@ async def test_a_live_keeper_is_adopted_and_its_real_outcome_recorded(lives: Liv
 
     assert (report.examined, report.adopted, report.lost, report.recovered) == (1, 1, 0, 0)
     assert supervisor.running_count == 1
-    assert (await attempts_of(lives.repository, job.id))[0].outcome is AttemptOutcome.RUNNING
+    assert (await attempts_of(lives.stores, job.id))[0].outcome is AttemptOutcome.RUNNING
     release.touch()
-    finished = await wait_for_final(lives.repository, job.id)
-    [attempt] = await attempts_of(lives.repository, job.id)
+    finished = await wait_for_final(lives.stores, job.id)
+    [attempt] = await attempts_of(lives.stores, job.id)
     assert (attempt.id, attempt.pid) == (before.id, before.pid)
     assert attempt.outcome is AttemptOutcome.FAILED
     assert attempt.exit_code == 7
@@ -119,7 +121,7 @@ async def test_an_ending_while_the_service_was_down_is_read_from_the_exit_status
 ) -> None:
     release = tmp_path / "release"
     script = write_script(tmp_path, "ends.sh", f"while [ ! -e {release} ]; do sleep 0.02; done\nsleep 0.2\nexit 3\n")
-    job = await submit(lives.repository, script, max_attempts=2)
+    job = await submit(lives.stores, script, max_attempts=2)
     attempt = await lives.previous_life(job)
     release.touch()
     status_file = attempt_files(lives.output_dir, job.id, 1).exit_status
@@ -132,13 +134,13 @@ async def test_an_ending_while_the_service_was_down_is_read_from_the_exit_status
     report = await lives.reconciler(lives.supervisor()).run_once()
 
     assert (report.examined, report.recovered, report.adopted, report.lost) == (1, 1, 0, 0)
-    [recorded] = await attempts_of(lives.repository, job.id)
+    [recorded] = await attempts_of(lives.stores, job.id)
     assert recorded.id == attempt.id
     assert recorded.outcome is AttemptOutcome.FAILED
     assert recorded.exit_code == 3
     assert recorded.duration_ms is not None
     assert recorded.duration_ms >= 200
-    job_after = await lives.repository.find_job(job.id)
+    job_after = await lives.stores.jobs.find_job(job.id)
     assert job_after is not None
     assert job_after.status is JobStatus.RETRIED
 
@@ -148,7 +150,7 @@ async def test_a_program_killed_while_the_service_was_down_is_recorded_with_its_
 ) -> None:
     ready = tmp_path / "ready"
     script = write_script(tmp_path, "sleeps.sh", f"touch {ready}\nexec sleep 30\n")
-    job = await submit(lives.repository, script)
+    job = await submit(lives.stores, script)
     attempt = await lives.previous_life(job)
 
     async def started() -> bool:
@@ -167,14 +169,14 @@ async def test_a_program_killed_while_the_service_was_down_is_recorded_with_its_
     report = await lives.reconciler(lives.supervisor()).run_once()
 
     assert report.recovered == 1
-    [recorded] = await attempts_of(lives.repository, job.id)
+    [recorded] = await attempts_of(lives.stores, job.id)
     assert recorded.outcome is AttemptOutcome.KILLED
     assert recorded.signal == signal.SIGTERM
 
 
 async def test_a_keeper_killed_with_its_program_is_lost_and_the_job_retried(lives: Lives, tmp_path: Path) -> None:
     script = write_script(tmp_path, "sleeps.sh", "exec sleep 30\n")
-    job = await submit(lives.repository, script, max_attempts=2)
+    job = await submit(lives.stores, script, max_attempts=2)
     attempt = await lives.previous_life(job)
     assert attempt.pid is not None
     os.killpg(attempt.pid, signal.SIGKILL)
@@ -183,18 +185,18 @@ async def test_a_keeper_killed_with_its_program_is_lost_and_the_job_retried(live
     report = await lives.reconciler(lives.supervisor()).run_once()
 
     assert (report.examined, report.lost, report.adopted, report.recovered) == (1, 1, 0, 0)
-    [recorded] = await attempts_of(lives.repository, job.id)
+    [recorded] = await attempts_of(lives.stores, job.id)
     assert recorded.outcome is AttemptOutcome.LOST
     assert recorded.error is not None
     assert "no exit status" in recorded.error
-    job_after = await lives.repository.find_job(job.id)
+    job_after = await lives.stores.jobs.find_job(job.id)
     assert job_after is not None
     assert job_after.status is JobStatus.RETRIED
 
 
 async def test_a_reused_pid_is_not_adopted_nor_signalled(lives: Lives, engine: AsyncEngine, tmp_path: Path) -> None:
-    job = await submit(lives.repository, write_script(tmp_path, "true.sh", "exit 0\n"))
-    [claimed] = await lives.repository.claim_due_jobs(node_id=NODE_ID, limit=1)
+    job = await submit(lives.stores, write_script(tmp_path, "true.sh", "exit 0\n"))
+    [claimed] = await lives.stores.attempts.claim_due_jobs(node_id=NODE_ID, limit=1)
     stranger = await asyncio.create_subprocess_exec("sleep", "30", start_new_session=True)
     try:
         stranger_start = process_start_time(stranger.pid)
@@ -209,7 +211,7 @@ async def test_a_reused_pid_is_not_adopted_nor_signalled(lives: Lives, engine: A
 
         assert (report.lost, report.adopted, report.ended_leftovers) == (1, 0, 0)
         assert psutil.Process(stranger.pid).status() != psutil.STATUS_ZOMBIE, "a stranger was signalled"
-        [recorded] = await attempts_of(lives.repository, job.id)
+        [recorded] = await attempts_of(lives.stores, job.id)
         assert recorded.outcome is AttemptOutcome.LOST
     finally:
         stranger.kill()
@@ -217,13 +219,13 @@ async def test_a_reused_pid_is_not_adopted_nor_signalled(lives: Lives, engine: A
 
 
 async def test_an_attempt_that_never_got_its_process_is_lost_and_said_never_to_have_run(lives: Lives) -> None:
-    job = await submit(lives.repository, Path("/bin/true"), max_attempts=2)
-    await lives.repository.claim_due_jobs(node_id=NODE_ID, limit=1)  # the crash came before the spawn
+    job = await submit(lives.stores, Path("/bin/true"), max_attempts=2)
+    await lives.stores.attempts.claim_due_jobs(node_id=NODE_ID, limit=1)  # the crash came before the spawn
 
     report = await lives.reconciler(lives.supervisor()).run_once()
 
     assert report.lost == 1
-    [recorded] = await attempts_of(lives.repository, job.id)
+    [recorded] = await attempts_of(lives.stores, job.id)
     assert recorded.outcome is AttemptOutcome.LOST
     assert recorded.error is not None
     assert "never ran" in recorded.error
@@ -252,19 +254,19 @@ async def test_a_keeper_that_never_got_its_go_ahead_never_runs_the_program(lives
 
 
 async def test_attempts_of_other_nodes_are_left_alone_and_a_second_run_finds_nothing(lives: Lives) -> None:
-    await submit(lives.repository, Path("/bin/true"))
-    await submit(lives.repository, Path("/bin/true"))
-    [mine] = await lives.repository.claim_due_jobs(node_id=NODE_ID, limit=1)
-    [theirs] = await lives.repository.claim_due_jobs(node_id="other-node", limit=1)
+    await submit(lives.stores, Path("/bin/true"))
+    await submit(lives.stores, Path("/bin/true"))
+    [mine] = await lives.stores.attempts.claim_due_jobs(node_id=NODE_ID, limit=1)
+    [theirs] = await lives.stores.attempts.claim_due_jobs(node_id="other-node", limit=1)
     reconciler = lives.reconciler(lives.supervisor())
 
     first: ReconcileReport = await reconciler.run_once()
     second = await reconciler.run_once()
 
     assert (first.examined, second.examined) == (1, 0)
-    [other] = await attempts_of(lives.repository, theirs.job_id)
+    [other] = await attempts_of(lives.stores, theirs.job_id)
     assert other.outcome is AttemptOutcome.RUNNING
-    [own] = await attempts_of(lives.repository, mine.job_id)
+    [own] = await attempts_of(lives.stores, mine.job_id)
     assert own.outcome is AttemptOutcome.LOST
 
 
@@ -272,11 +274,11 @@ async def test_without_a_keeper_a_leftover_is_ended_so_it_never_runs_beside_its_
     lives: Lives, tmp_path: Path
 ) -> None:
     script = write_script(tmp_path, "sleeps.sh", "exec sleep 30\n")
-    job = await submit(lives.repository, script, max_attempts=2)
+    job = await submit(lives.stores, script, max_attempts=2)
     direct = ProcessLauncher(None)
     first_life = lives.supervisor(launcher=direct)
     await first_life.run_once()
-    attempt = await wait_for_pid(lives.repository, job.id)
+    attempt = await wait_for_pid(lives.stores, job.id)
     await first_life.stop()
     assert attempt.pid is not None
 
@@ -285,5 +287,5 @@ async def test_without_a_keeper_a_leftover_is_ended_so_it_never_runs_beside_its_
     assert (report.lost, report.ended_leftovers) == (1, 1)
     _, status = await asyncio.to_thread(os.waitpid, attempt.pid, 0)
     assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL
-    [recorded] = await attempts_of(lives.repository, job.id)
+    [recorded] = await attempts_of(lives.stores, job.id)
     assert recorded.outcome is AttemptOutcome.LOST

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db.repository import AttemptEnding, Repository
+from service.domain.records import AttemptEnding, NewJob
 from service.domain.retry import NO_WAIT
 from service.domain.status import AttemptOutcome, JobStatus
 from service.stats.compute import compute_stats
@@ -19,6 +19,7 @@ from service.stats.patterns import PATTERNS, Pattern
 from service.stats.query import CountRow
 from service.stats.rollup import read_rollup, refresh_rollup, scan_counts
 from tests.support.stats_history import CraftedAttempt, CraftedJob, S, insert_jobs, use_utc
+from tests.support.stores import Stores
 
 NODE = "rollup-test-node"
 _COMPLETED = JobStatus.COMPLETED
@@ -52,16 +53,18 @@ async def assert_rollup_equals_scan(engine: AsyncEngine) -> None:
     assert _nonzero(rolled_up) == _nonzero(scanned)
 
 
-async def run_round(repository: Repository, generator: random.Random, *, submit: int) -> None:
+async def run_round(stores: Stores, generator: random.Random, *, submit: int) -> None:
     """Submit jobs, then claim what is due and end every claimed attempt the way the supervisor would record it."""
     for number in range(submit):
-        await repository.submit_job(
-            name=generator.choice(["backup", f"task-{number}", "nightly-report-generation", "x"]),
-            program=generator.choice(["/bin/true", "/usr/bin/env"]),
-            arguments=[f"a{i}" for i in range(generator.randint(0, 3))],
-            max_attempts=generator.randint(1, 3),
+        await stores.jobs.submit_job(
+            NewJob(
+                name=generator.choice(["backup", f"task-{number}", "nightly-report-generation", "x"]),
+                program=generator.choice(["/bin/true", "/usr/bin/env"]),
+                arguments=[f"a{i}" for i in range(generator.randint(0, 3))],
+                max_attempts=generator.randint(1, 3),
+            )
         )
-    for claimed in await repository.claim_due_jobs(node_id=NODE, limit=1000):
+    for claimed in await stores.attempts.claim_due_jobs(node_id=NODE, limit=1000):
         if generator.random() < 0.15:
             continue  # still running at the end of the round
         outcome = generator.choice(ENDINGS)
@@ -72,14 +75,14 @@ async def run_round(repository: Repository, generator: random.Random, *, submit:
             signal=15 if outcome is AttemptOutcome.KILLED else None,
             duration_ms=generator.choice([None, 5, 800, 1500]) if outcome is AttemptOutcome.LOST else 1200,
         )
-        assert await repository.record_outcome(attempt_id=claimed.attempt_id, ending=ending, retry_policy=NO_WAIT)
+        assert await stores.attempts.record_outcome(attempt_id=claimed.attempt_id, ending=ending, retry_policy=NO_WAIT)
 
 
-async def test_the_rollup_follows_the_history_as_it_grows(engine: AsyncEngine, repository: Repository) -> None:
+async def test_the_rollup_follows_the_history_as_it_grows(engine: AsyncEngine, stores: Stores) -> None:
     await use_utc(engine)
     generator = random.Random(5)
     for submit in (30, 20, 0, 10):
-        await run_round(repository, generator, submit=submit)
+        await run_round(stores, generator, submit=submit)
         # Folded between rounds: each round's new jobs, status changes and finished attempts.
         await assert_rollup_equals_scan(engine)
 
@@ -93,7 +96,7 @@ async def test_the_rollup_follows_the_history_as_it_grows(engine: AsyncEngine, r
     assert report.finished_attempts == finished
 
 
-async def test_requests_racing_to_fold_count_each_attempt_once(engine: AsyncEngine, repository: Repository) -> None:
+async def test_requests_racing_to_fold_count_each_attempt_once(engine: AsyncEngine, stores: Stores) -> None:
     await use_utc(engine)
     generator = random.Random(11)
     await compute_stats(engine)  # the rollup exists: from now on, requests fold
@@ -102,8 +105,8 @@ async def test_requests_racing_to_fold_count_each_attempt_once(engine: AsyncEngi
         for _ in range(5):
             await compute_stats(engine)
 
-    await asyncio.gather(run_round(repository, generator, submit=40), keep_asking(), keep_asking(), keep_asking())
-    await run_round(repository, generator, submit=0)
+    await asyncio.gather(run_round(stores, generator, submit=40), keep_asking(), keep_asking(), keep_asking())
+    await run_round(stores, generator, submit=0)
 
     await assert_rollup_equals_scan(engine)
 

@@ -17,14 +17,19 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db.repository import AttemptEnding, ClaimedAttempt, JobRecord, Repository
+from service.db.attempt_store import AttemptStore
+from service.db.connections import Database
 from service.domain.identifiers import format_job_id
+from service.domain.paths import attempt_files
+from service.domain.records import AttemptEnding, ClaimedAttempt, JobRecord, NewJob
 from service.domain.retry import NO_WAIT, RetryPolicy
+from service.domain.shutdown import ShutdownMode
 from service.domain.status import AttemptOutcome, JobStatus
 from service.runner.process import ProcessLauncher
-from service.supervisor.paths import attempt_files
-from service.supervisor.supervisor import ShutdownMode, Supervisor, SupervisorConfig
+from service.supervisor.config import SupervisorConfig
+from service.supervisor.supervisor import Supervisor
 from tests.support.processes import WAIT_SECONDS, wait_until, write_script
+from tests.support.stores import Stores
 from tests.support.supervision import find_job, supervisor_config, wait_for_pid
 
 pytestmark = pytest.mark.skipif(
@@ -46,14 +51,12 @@ def config(tmp_path: Path, **overrides: Any) -> SupervisorConfig:
 
 
 @pytest.fixture
-async def make_supervisor(
-    repository: Repository, tmp_path: Path, launcher: ProcessLauncher
-) -> AsyncIterator[MakeSupervisor]:
+async def make_supervisor(stores: Stores, tmp_path: Path, launcher: ProcessLauncher) -> AsyncIterator[MakeSupervisor]:
     """Supervisors over the test's database; each is stopped (its processes ended) when the test ends."""
     created: list[Supervisor] = []
 
-    def _make(repository_override: Repository | None = None, **overrides: Any) -> Supervisor:
-        supervisor = Supervisor(repository_override or repository, config(tmp_path, **overrides), launcher)
+    def _make(attempts: AttemptStore | None = None, **overrides: Any) -> Supervisor:
+        supervisor = Supervisor(attempts or stores.attempts, config(tmp_path, **overrides), launcher)
         created.append(supervisor)
         return supervisor
 
@@ -64,20 +67,22 @@ async def make_supervisor(
 
 
 async def submit(
-    repository: Repository, program: Path, arguments: Sequence[str] = (), *, name: str = "task-1", max_attempts: int = 2
+    stores: Stores, program: Path, arguments: Sequence[str] = (), *, name: str = "task-1", max_attempts: int = 2
 ) -> JobRecord:
-    return await repository.submit_job(name=name, program=str(program), arguments=arguments, max_attempts=max_attempts)
+    return await stores.jobs.submit_job(
+        NewJob(name=name, program=str(program), arguments=arguments, max_attempts=max_attempts)
+    )
 
 
 async def run_until_final(
-    supervisor: Supervisor, repository: Repository, job_id: int, timeout: float = WAIT_SECONDS
+    supervisor: Supervisor, stores: Stores, job_id: int, timeout: float = WAIT_SECONDS
 ) -> JobRecord:
     """Drive claim rounds by hand (no loop) until the job is final, waiting out retry backoffs."""
     deadline = time.monotonic() + timeout
     while True:
         await supervisor.run_once()
         assert await supervisor.wait_until_idle(max(0.0, deadline - time.monotonic())), "attempts still running"
-        job = await find_job(repository, job_id)
+        job = await find_job(stores, job_id)
         if job.status.is_final:
             return job
         if time.monotonic() > deadline:
@@ -86,18 +91,18 @@ async def run_until_final(
 
 
 async def test_succeeding_job_completes_with_one_succeeded_attempt(
-    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+    make_supervisor: MakeSupervisor, stores: Stores, tmp_path: Path
 ) -> None:
     script = write_script(tmp_path, "succeeds.sh", "sleep 0.05\nexit 0\n")
-    job = await submit(repository, script)
+    job = await submit(stores, script)
 
-    finished = await run_until_final(make_supervisor(), repository, job.id)
+    finished = await run_until_final(make_supervisor(), stores, job.id)
 
     assert finished.status is JobStatus.COMPLETED
     assert finished.exit_code == 0
     assert finished.attempts_count == 1
     assert finished.finished_at is not None
-    [attempt] = await repository.list_attempts(job.id)
+    [attempt] = await stores.jobs.list_attempts(job.id)
     assert attempt.outcome is AttemptOutcome.SUCCEEDED
     assert attempt.node_id == NODE_ID
     assert attempt.exit_code == 0
@@ -110,12 +115,12 @@ async def test_succeeding_job_completes_with_one_succeeded_attempt(
 
 
 async def test_child_gets_job_identity_and_no_secrets(
-    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+    make_supervisor: MakeSupervisor, stores: Stores, tmp_path: Path
 ) -> None:
     script = write_script(tmp_path, "prints-env.sh", "env\n")
-    job = await submit(repository, script, name="env-task")
+    job = await submit(stores, script, name="env-task")
 
-    await run_until_final(make_supervisor(), repository, job.id)
+    await run_until_final(make_supervisor(), stores, job.id)
 
     stdout = attempt_files(tmp_path / "output", job.id, 1).stdout
     received = dict(line.split("=", 1) for line in stdout.read_text(encoding="utf-8").splitlines() if "=" in line)
@@ -127,17 +132,17 @@ async def test_child_gets_job_identity_and_no_secrets(
 
 
 async def test_failing_job_is_retried_once_then_crashes(
-    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+    make_supervisor: MakeSupervisor, stores: Stores, tmp_path: Path
 ) -> None:
     script = write_script(tmp_path, "fails.sh", "exit 3\n")
-    job = await submit(repository, script, max_attempts=2)
+    job = await submit(stores, script, max_attempts=2)
 
-    finished = await run_until_final(make_supervisor(), repository, job.id)
+    finished = await run_until_final(make_supervisor(), stores, job.id)
 
     assert finished.status is JobStatus.CRASHED
     assert finished.exit_code == 3
     assert finished.attempts_count == 2
-    attempts = await repository.list_attempts(job.id)
+    attempts = await stores.jobs.list_attempts(job.id)
     assert [(a.attempt_number, a.outcome, a.exit_code) for a in attempts] == [
         (1, AttemptOutcome.FAILED, 3),
         (2, AttemptOutcome.FAILED, 3),
@@ -146,28 +151,28 @@ async def test_failing_job_is_retried_once_then_crashes(
 
 
 async def test_job_failing_first_and_succeeding_on_retry_completes(
-    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+    make_supervisor: MakeSupervisor, stores: Stores, tmp_path: Path
 ) -> None:
     script = write_script(tmp_path, "flaky.sh", '[ "$JOB_ATTEMPT" = 1 ] && exit 5\nexit 0\n')
-    job = await submit(repository, script, max_attempts=2)
+    job = await submit(stores, script, max_attempts=2)
 
-    finished = await run_until_final(make_supervisor(), repository, job.id)
+    finished = await run_until_final(make_supervisor(), stores, job.id)
 
     assert finished.status is JobStatus.COMPLETED
     assert finished.exit_code == 0
-    attempts = await repository.list_attempts(job.id)
+    attempts = await stores.jobs.list_attempts(job.id)
     assert [(a.outcome, a.exit_code) for a in attempts] == [(AttemptOutcome.FAILED, 5), (AttemptOutcome.SUCCEEDED, 0)]
 
 
 async def test_missing_program_ends_in_spawn_failed_attempts(
-    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+    make_supervisor: MakeSupervisor, stores: Stores, tmp_path: Path
 ) -> None:
-    job = await submit(repository, tmp_path / "no-such-program", max_attempts=2)
+    job = await submit(stores, tmp_path / "no-such-program", max_attempts=2)
 
-    finished = await run_until_final(make_supervisor(), repository, job.id)
+    finished = await run_until_final(make_supervisor(), stores, job.id)
 
     assert finished.status is JobStatus.CRASHED
-    attempts = await repository.list_attempts(job.id)
+    attempts = await stores.jobs.list_attempts(job.id)
     assert [a.outcome for a in attempts] == [AttemptOutcome.SPAWN_FAILED] * 2
     for attempt in attempts:
         assert attempt.pid is None
@@ -177,22 +182,22 @@ async def test_missing_program_ends_in_spawn_failed_attempts(
 
 
 async def test_job_killed_by_a_signal_is_recorded_as_killed(
-    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+    make_supervisor: MakeSupervisor, stores: Stores, tmp_path: Path
 ) -> None:
     script = write_script(tmp_path, "dies.sh", "kill -KILL $$\nsleep 30\n")
-    job = await submit(repository, script, max_attempts=1)
+    job = await submit(stores, script, max_attempts=1)
 
-    finished = await run_until_final(make_supervisor(), repository, job.id)
+    finished = await run_until_final(make_supervisor(), stores, job.id)
 
     assert finished.status is JobStatus.CRASHED
-    [attempt] = await repository.list_attempts(job.id)
+    [attempt] = await stores.jobs.list_attempts(job.id)
     assert attempt.outcome is AttemptOutcome.KILLED
     assert attempt.signal == signal.SIGKILL
     assert attempt.exit_code is None
 
 
 async def test_loop_never_runs_more_than_the_limit_at_once(
-    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+    make_supervisor: MakeSupervisor, stores: Stores, tmp_path: Path
 ) -> None:
     limit = 3
     log = tmp_path / "events.log"
@@ -205,13 +210,13 @@ async def test_loop_never_runs_more_than_the_limit_at_once(
         echo "end $JOB_ID $(date +%s.%N)" >> "$1"
         """,
     )
-    jobs = [await submit(repository, script, [str(log)], name=f"task-{n}") for n in range(10)]
+    jobs = [await submit(stores, script, [str(log)], name=f"task-{n}") for n in range(10)]
     supervisor = make_supervisor(max_concurrent_jobs=limit)
 
     await supervisor.start()
 
     async def all_final() -> bool:
-        statuses = [(await find_job(repository, job.id)).status for job in jobs]
+        statuses = [(await find_job(stores, job.id)).status for job in jobs]
         return all(status.is_final for status in statuses)
 
     await wait_until(all_final, "not every job finished", timeout=20)
@@ -227,14 +232,14 @@ async def test_loop_never_runs_more_than_the_limit_at_once(
     expected_ids = [format_job_id(job.id) for job in jobs]
     assert Counter(job_id for kind, job_id, _ in events if kind == "start") == Counter(expected_ids)
     assert Counter(job_id for kind, job_id, _ in events if kind == "end") == Counter(expected_ids)
-    assert {(await find_job(repository, job.id)).status for job in jobs} == {JobStatus.COMPLETED}
+    assert {(await find_job(stores, job.id)).status for job in jobs} == {JobStatus.COMPLETED}
 
 
-class ObservedRepository(Repository):
-    """The real repository, counting finished claim rounds so a test can tell when the loop has gone idle."""
+class ObservedAttemptStore(AttemptStore):
+    """The real attempt store, counting finished claim rounds so a test can tell when the loop has gone idle."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        super().__init__(engine)
+        super().__init__(Database(engine))
         self.claim_rounds = 0
 
     async def claim_due_jobs(self, *, node_id: str, limit: int) -> list[ClaimedAttempt]:
@@ -244,10 +249,10 @@ class ObservedRepository(Repository):
 
 
 async def test_wake_starts_a_submitted_job_without_waiting_for_the_poll(
-    make_supervisor: MakeSupervisor, engine: AsyncEngine, tmp_path: Path
+    make_supervisor: MakeSupervisor, stores: Stores, engine: AsyncEngine, tmp_path: Path
 ) -> None:
     poll_interval = 30.0
-    observed = ObservedRepository(engine)
+    observed = ObservedAttemptStore(engine)
     supervisor = make_supervisor(observed, poll_interval_seconds=poll_interval)
     await supervisor.start()
 
@@ -256,26 +261,26 @@ async def test_wake_starts_a_submitted_job_without_waiting_for_the_poll(
 
     # After its first (empty) round the loop sleeps for the poll interval unless woken.
     await wait_until(first_round_done, "the claim loop never ran")
-    job = await submit(observed, write_script(tmp_path, "succeeds.sh", "exit 0\n"))
+    job = await submit(stores, write_script(tmp_path, "succeeds.sh", "exit 0\n"))
     submitted = time.monotonic()
     supervisor.wake()
 
     async def completed() -> bool:
-        return (await find_job(observed, job.id)).status is JobStatus.COMPLETED
+        return (await find_job(stores, job.id)).status is JobStatus.COMPLETED
 
     await wait_until(completed, "the woken loop did not run the job", timeout=5)
     assert time.monotonic() - submitted < poll_interval / 6
 
 
 async def test_stop_in_kill_mode_terminates_a_running_job_and_records_it(
-    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+    make_supervisor: MakeSupervisor, stores: Stores, tmp_path: Path
 ) -> None:
     grace = 5.0
     script = write_script(tmp_path, "long.sh", "sleep 30\n")
-    job = await submit(repository, script, max_attempts=1)
+    job = await submit(stores, script, max_attempts=1)
     supervisor = make_supervisor(shutdown_grace_seconds=grace, shutdown_mode=ShutdownMode.KILL)
     await supervisor.run_once()
-    await wait_for_pid(repository, job.id)
+    await wait_for_pid(stores, job.id)
 
     stopping = time.monotonic()
     await supervisor.stop()
@@ -283,19 +288,19 @@ async def test_stop_in_kill_mode_terminates_a_running_job_and_records_it(
 
     assert stop_took < grace, "SIGTERM ends a plain program at once; stop must not wait out the grace period"
     assert supervisor.running_count == 0
-    [attempt] = await repository.list_attempts(job.id)
+    [attempt] = await stores.jobs.list_attempts(job.id)
     assert attempt.outcome is AttemptOutcome.KILLED
     assert attempt.signal == signal.SIGTERM
-    assert (await find_job(repository, job.id)).status is JobStatus.CRASHED
+    assert (await find_job(stores, job.id)).status is JobStatus.CRASHED
 
 
 async def test_stop_in_kill_mode_kills_a_job_that_ignores_sigterm_after_the_grace_period(
-    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+    make_supervisor: MakeSupervisor, stores: Stores, tmp_path: Path
 ) -> None:
     grace = 0.5
     ready = tmp_path / "trap-installed"
     script = write_script(tmp_path, "stubborn.sh", f"trap '' TERM\ntouch {ready}\nwhile :; do sleep 0.05; done\n")
-    job = await submit(repository, script, max_attempts=1)
+    job = await submit(stores, script, max_attempts=1)
     supervisor = make_supervisor(shutdown_grace_seconds=grace, shutdown_mode=ShutdownMode.KILL)
     await supervisor.run_once()
 
@@ -309,38 +314,38 @@ async def test_stop_in_kill_mode_kills_a_job_that_ignores_sigterm_after_the_grac
     stop_took = time.monotonic() - stopping
 
     assert grace <= stop_took < grace + 5
-    [attempt] = await repository.list_attempts(job.id)
+    [attempt] = await stores.jobs.list_attempts(job.id)
     assert attempt.outcome is AttemptOutcome.KILLED
     assert attempt.signal == signal.SIGKILL
 
 
 async def test_a_second_outcome_for_a_finished_attempt_writes_nothing(
-    make_supervisor: MakeSupervisor, repository: Repository, tmp_path: Path
+    make_supervisor: MakeSupervisor, stores: Stores, tmp_path: Path
 ) -> None:
-    job = await submit(repository, write_script(tmp_path, "succeeds.sh", "exit 0\n"))
-    finished = await run_until_final(make_supervisor(), repository, job.id)
-    attempts = await repository.list_attempts(job.id)
+    job = await submit(stores, write_script(tmp_path, "succeeds.sh", "exit 0\n"))
+    finished = await run_until_final(make_supervisor(), stores, job.id)
+    attempts = await stores.jobs.list_attempts(job.id)
 
-    late = await repository.record_outcome(
+    late = await stores.attempts.record_outcome(
         attempt_id=attempts[0].id,
         ending=AttemptEnding(outcome=AttemptOutcome.FAILED, finished_at=datetime.now(UTC), exit_code=9),
         retry_policy=NO_WAIT,
     )
 
     assert late is None
-    assert await repository.list_attempts(job.id) == attempts
-    assert await find_job(repository, job.id) == finished
+    assert await stores.jobs.list_attempts(job.id) == attempts
+    assert await find_job(stores, job.id) == finished
 
 
 async def test_outcome_of_a_job_cancelled_meanwhile_leaves_it_cancelled(
-    make_supervisor: MakeSupervisor, repository: Repository, engine: AsyncEngine, tmp_path: Path
+    make_supervisor: MakeSupervisor, stores: Stores, engine: AsyncEngine, tmp_path: Path
 ) -> None:
     release = tmp_path / "release"
     script = write_script(tmp_path, "waits.sh", 'while [ ! -e "$1" ]; do sleep 0.02; done\nexit 1\n')
-    job = await submit(repository, script, [str(release)], max_attempts=2)
+    job = await submit(stores, script, [str(release)], max_attempts=2)
     supervisor = make_supervisor()
     await supervisor.run_once()
-    await wait_for_pid(repository, job.id)
+    await wait_for_pid(stores, job.id)
 
     async with engine.begin() as connection:
         await connection.execute(
@@ -349,10 +354,10 @@ async def test_outcome_of_a_job_cancelled_meanwhile_leaves_it_cancelled(
     release.touch()
     assert await supervisor.wait_until_idle(WAIT_SECONDS)
 
-    after = await find_job(repository, job.id)
+    after = await find_job(stores, job.id)
     assert after.status is JobStatus.CANCELLED
     assert after.attempts_count == 1
-    [attempt] = await repository.list_attempts(job.id)
+    [attempt] = await stores.jobs.list_attempts(job.id)
     assert attempt.outcome is AttemptOutcome.FAILED  # the attempt's own ending is still history
     assert attempt.exit_code == 1
     assert await supervisor.run_once() == 0  # a cancelled job is never retried

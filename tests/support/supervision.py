@@ -1,16 +1,19 @@
-"""Supervisor-level tests: a supervisor's settings, and jobs through the repository (submit, read, wait for)."""
+"""Supervisor-level tests: a supervisor's settings, and jobs through the stores (submit, read, wait for)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from service.db.repository import AttemptRecord, JobRecord, Repository
+from service.domain.records import AttemptRecord, JobRecord, NewJob
 from service.domain.retry import NO_WAIT
+from service.domain.shutdown import ShutdownMode
 from service.runner.process import ProcessLauncher
 from service.settings import DEFAULT_CHILD_ENVIRONMENT
-from service.supervisor.supervisor import ShutdownMode, Supervisor, SupervisorConfig
+from service.supervisor.config import SupervisorConfig
+from service.supervisor.supervisor import Supervisor
 from tests.support.processes import WAIT_SECONDS, kill_and_reap_groups, wait_until
+from tests.support.stores import Stores
 
 
 def supervisor_config(node_id: str, output_dir: Path, **overrides: Any) -> SupervisorConfig:
@@ -36,14 +39,14 @@ class Supervisors:
     stopped in `leave` mode leaves behind are still children of this test process.
     """
 
-    def __init__(self, repository: Repository, launcher: ProcessLauncher) -> None:
-        self.repository = repository
+    def __init__(self, stores: Stores, launcher: ProcessLauncher) -> None:
+        self.stores = stores
         self.launcher = launcher
         self.created: list[Supervisor] = []
         self.groups: set[int] = set()
 
     def create(self, config: SupervisorConfig, launcher: ProcessLauncher | None = None) -> Supervisor:
-        supervisor = Supervisor(self.repository, config, launcher or self.launcher)
+        supervisor = Supervisor(self.stores.attempts, config, launcher or self.launcher)
         self.created.append(supervisor)
         return supervisor
 
@@ -54,34 +57,34 @@ class Supervisors:
 
 
 async def submit(
-    repository: Repository, program: Path, *arguments: str, name: str = "task-1", max_attempts: int = 1, **extra: Any
+    stores: Stores, program: Path, *arguments: str, name: str = "task-1", max_attempts: int = 1, **extra: Any
 ) -> JobRecord:
-    return await repository.submit_job(
-        name=name, program=str(program), arguments=list(arguments), max_attempts=max_attempts, **extra
+    return await stores.jobs.submit_job(
+        NewJob(name=name, program=str(program), arguments=list(arguments), max_attempts=max_attempts, **extra)
     )
 
 
-async def find_job(repository: Repository, job_id: int) -> JobRecord:
+async def find_job(stores: Stores, job_id: int) -> JobRecord:
     """The job, which must exist."""
-    job = await repository.find_job(job_id)
+    job = await stores.jobs.find_job(job_id)
     assert job is not None
     return job
 
 
-async def wait_for_pid(repository: Repository, job_id: int) -> AttemptRecord:
+async def wait_for_pid(stores: Stores, job_id: int) -> AttemptRecord:
     """The job's latest attempt, once the supervisor has recorded which process runs it."""
 
     async def has_pid() -> bool:
-        attempts = await repository.list_attempts(job_id)
+        attempts = await stores.jobs.list_attempts(job_id)
         return bool(attempts) and attempts[-1].pid is not None
 
     await wait_until(has_pid, f"job {job_id}'s attempt never got a pid")
-    return (await repository.list_attempts(job_id))[-1]
+    return (await stores.jobs.list_attempts(job_id))[-1]
 
 
-async def wait_for_final(repository: Repository, job_id: int, timeout: float = WAIT_SECONDS) -> JobRecord:
+async def wait_for_final(stores: Stores, job_id: int, timeout: float = WAIT_SECONDS) -> JobRecord:
     async def is_final() -> bool:
-        return (await find_job(repository, job_id)).status.is_final
+        return (await find_job(stores, job_id)).status.is_final
 
     await wait_until(is_final, f"job {job_id} never became final", timeout)
-    return await find_job(repository, job_id)
+    return await find_job(stores, job_id)

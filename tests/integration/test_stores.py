@@ -1,4 +1,4 @@
-"""The repository against a real PostgreSQL: submitting, claiming, fencing, idempotent inserts, group commit."""
+"""The stores against a real PostgreSQL: submitting, claiming, fencing, idempotent inserts, group commit."""
 
 from __future__ import annotations
 
@@ -9,30 +9,31 @@ import pytest
 from sqlalchemy import exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db.repository import AttemptEnding, CancelEffect, NewJob, RecordedOutcome, Repository
+from service.domain.records import AttemptEnding, CancelEffect, NewJob, RecordedOutcome
 from service.domain.retry import NO_WAIT, RetryPolicy
 from service.domain.status import AttemptOutcome, JobStatus
 from tests.support.processes import wait_until
+from tests.support.stores import Stores
 
 
-async def test_submitted_job_is_queued_and_committed(repository: Repository) -> None:
-    job = await repository.submit_job(name="task-1", program="/bin/true", arguments=["a", "b"], max_attempts=2)
+async def test_submitted_job_is_queued_and_committed(stores: Stores) -> None:
+    job = await stores.jobs.submit_job(NewJob(name="task-1", program="/bin/true", arguments=["a", "b"], max_attempts=2))
 
     assert job.status is JobStatus.QUEUED
-    assert await repository.find_job(job.id) == job
+    assert await stores.jobs.find_job(job.id) == job
 
 
-async def test_claim_writes_running_attempt_and_outcome_is_fenced(repository: Repository) -> None:
-    job = await repository.submit_job(name="task-1", program="/bin/true", arguments=[], max_attempts=2)
+async def test_claim_writes_running_attempt_and_outcome_is_fenced(stores: Stores) -> None:
+    job = await stores.jobs.submit_job(NewJob(name="task-1", program="/bin/true", arguments=[], max_attempts=2))
 
-    [claimed] = await repository.claim_due_jobs(node_id="n1", limit=5)
+    [claimed] = await stores.attempts.claim_due_jobs(node_id="n1", limit=5)
     assert claimed.job_id == job.id
     assert claimed.attempt_number == 1
-    assert await repository.claim_due_jobs(node_id="n2", limit=5) == []
+    assert await stores.attempts.claim_due_jobs(node_id="n2", limit=5) == []
 
     ending = AttemptEnding(outcome=AttemptOutcome.FAILED, finished_at=datetime.now(UTC), exit_code=3, duration_ms=5)
-    first = await repository.record_outcome(attempt_id=claimed.attempt_id, ending=ending, retry_policy=NO_WAIT)
-    second = await repository.record_outcome(attempt_id=claimed.attempt_id, ending=ending, retry_policy=NO_WAIT)
+    first = await stores.attempts.record_outcome(attempt_id=claimed.attempt_id, ending=ending, retry_policy=NO_WAIT)
+    second = await stores.attempts.record_outcome(attempt_id=claimed.attempt_id, ending=ending, retry_policy=NO_WAIT)
 
     assert first is not None
     assert first.job_status is JobStatus.RETRIED
@@ -57,7 +58,7 @@ async def _wait_until_blocked_on_a_lock(engine: AsyncEngine) -> None:
 
 @pytest.mark.parametrize("first_commits", [True, False], ids=["first-commits", "first-rolls-back"])
 async def test_a_key_being_inserted_elsewhere_waits_for_that_insert_to_decide(
-    repository: Repository, engine: AsyncEngine, first_commits: bool
+    stores: Stores, engine: AsyncEngine, first_commits: bool
 ) -> None:
     new_job = NewJob(name="second", program="/bin/true", arguments=[], max_attempts=1)
     async with engine.connect() as first:
@@ -69,7 +70,7 @@ async def test_a_key_being_inserted_elsewhere_waits_for_that_insert_to_decide(
             """)
         )
         second = asyncio.create_task(
-            repository.submit_job_idempotently(new_job, idempotency_key="the-key", fingerprint="the-fingerprint")
+            stores.jobs.submit_job_idempotently(new_job, idempotency_key="the-key", fingerprint="the-fingerprint")
         )
         await _wait_until_blocked_on_a_lock(engine)
         assert not second.done()
@@ -103,14 +104,14 @@ AWKWARD_ARGUMENTS = [
 ]
 
 
-async def test_concurrent_submissions_each_return_their_own_committed_job(
-    repository: Repository, engine: AsyncEngine
-) -> None:
+async def test_concurrent_submissions_each_return_their_own_committed_job(stores: Stores, engine: AsyncEngine) -> None:
     asked = [(f"concurrent-{index}", index % 3 + 1) for index in range(CONCURRENT_CALLS)]
 
     jobs = await asyncio.gather(
         *(
-            repository.submit_job(name=name, program="/bin/true", arguments=[name, "x y"], max_attempts=max_attempts)
+            stores.jobs.submit_job(
+                NewJob(name=name, program="/bin/true", arguments=[name, "x y"], max_attempts=max_attempts)
+            )
             for name, max_attempts in asked
         )
     )
@@ -126,20 +127,22 @@ async def test_concurrent_submissions_each_return_their_own_committed_job(
     assert {row.id: (row.name, row.max_attempts) for row in rows} == {
         job.id: (job.name, job.max_attempts) for job in jobs
     }
-    assert [await repository.find_job(job.id) for job in jobs] == jobs
+    assert [await stores.jobs.find_job(job.id) for job in jobs] == jobs
 
 
 async def test_a_submission_the_database_refuses_fails_alone_and_those_sent_with_it_are_committed(
-    repository: Repository, engine: AsyncEngine
+    stores: Stores, engine: AsyncEngine
 ) -> None:
     refused_index = 3
     outcomes = await asyncio.gather(
         *(
-            repository.submit_job(
-                name=f"job-{index}",
-                program="/bin/true",
-                arguments=[],
-                max_attempts=0 if index == refused_index else 1,  # breaks ck_jobs_max_attempts_positive
+            stores.jobs.submit_job(
+                NewJob(
+                    name=f"job-{index}",
+                    program="/bin/true",
+                    arguments=[],
+                    max_attempts=0 if index == refused_index else 1,  # breaks ck_jobs_max_attempts_positive
+                )
             )
             for index in range(8)
         ),
@@ -156,7 +159,7 @@ async def test_a_submission_the_database_refuses_fails_alone_and_those_sent_with
     assert sorted(names) == sorted(job.name for job in accepted)
 
 
-async def test_submit_jobs_returns_the_records_in_the_order_given_with_every_field(repository: Repository) -> None:
+async def test_submit_jobs_returns_the_records_in_the_order_given_with_every_field(stores: Stores) -> None:
     india = timezone(timedelta(hours=5, minutes=30))
     later = datetime.now(india).replace(microsecond=123456) + timedelta(hours=1)
     earlier = datetime.now(UTC) - timedelta(hours=1)
@@ -184,7 +187,7 @@ async def test_submit_jobs_returns_the_records_in_the_order_given_with_every_fie
         NewJob(name="plain", program="/bin/true", arguments=[], max_attempts=1),  # names need not be unique
     ]
 
-    records = await repository.submit_jobs(new_jobs)
+    records = await stores.jobs.submit_jobs(new_jobs)
 
     assert len(records) == len(new_jobs)
     for new_job, record in zip(new_jobs, records, strict=True):
@@ -209,18 +212,18 @@ async def test_submit_jobs_returns_the_records_in_the_order_given_with_every_fie
         )
         assert record.status is JobStatus.QUEUED
         assert record.attempts_count == 0
-        assert await repository.find_job(record.id) == record
+        assert await stores.jobs.find_job(record.id) == record
     assert len({record.id for record in records}) == len(records)
-    assert await repository.submit_jobs([]) == []
+    assert await stores.jobs.submit_jobs([]) == []
 
     # Due now unless run_at is still ahead; the highest priority first, arguments as given.
-    claimed = await repository.claim_due_jobs(node_id="n1", limit=10)
+    claimed = await stores.attempts.claim_due_jobs(node_id="n1", limit=10)
     assert [claim.job_id for claim in claimed] == [records[index].id for index in (1, 0, 3, 4)]
     assert claimed[0].arguments == AWKWARD_ARGUMENTS
 
 
-async def test_concurrent_outcomes_each_move_their_own_job_on(repository: Repository, engine: AsyncEngine) -> None:
-    retried, completed, crashed, cancelled = await repository.submit_jobs(
+async def test_concurrent_outcomes_each_move_their_own_job_on(stores: Stores, engine: AsyncEngine) -> None:
+    retried, completed, crashed, cancelled = await stores.jobs.submit_jobs(
         [
             NewJob(name="fails with an attempt left", program="/bin/false", arguments=[], max_attempts=2),
             NewJob(name="succeeds", program="/bin/true", arguments=[], max_attempts=1),
@@ -228,9 +231,11 @@ async def test_concurrent_outcomes_each_move_their_own_job_on(repository: Reposi
             NewJob(name="fails after a cancel", program="/bin/false", arguments=[], max_attempts=3),
         ]
     )
-    attempt_of = {claim.job_id: claim.attempt_id for claim in await repository.claim_due_jobs(node_id="n1", limit=10)}
+    attempt_of = {
+        claim.job_id: claim.attempt_id for claim in await stores.attempts.claim_due_jobs(node_id="n1", limit=10)
+    }
     assert attempt_of.keys() == {retried.id, completed.id, crashed.id, cancelled.id}
-    cancel = await repository.cancel_job(cancelled.id)
+    cancel = await stores.jobs.cancel_job(cancelled.id)
     assert cancel is not None
     assert cancel.effect is CancelEffect.REQUESTED
     now = datetime.now(UTC)
@@ -242,7 +247,7 @@ async def test_concurrent_outcomes_each_move_their_own_job_on(repository: Reposi
 
     recorded = await asyncio.gather(
         *(
-            repository.record_outcome(attempt_id=attempt_of[job_id], ending=ending, retry_policy=policy)
+            stores.attempts.record_outcome(attempt_id=attempt_of[job_id], ending=ending, retry_policy=policy)
             for job_id, ending in endings.items()
         )
     )
@@ -259,12 +264,12 @@ async def test_concurrent_outcomes_each_move_their_own_job_on(repository: Reposi
         cancelled.id: RecordedOutcome(cancelled.id, 1, JobStatus.CANCELLED),
     }
     for job_id, ending in endings.items():
-        job = await repository.find_job(job_id)
+        job = await stores.jobs.find_job(job_id)
         assert job is not None
         outcome = by_job[job_id]
         assert outcome is not None
         assert job.status is outcome.job_status
-        [attempt] = await repository.list_attempts(job_id)
+        [attempt] = await stores.jobs.list_attempts(job_id)
         assert (attempt.outcome, attempt.exit_code, attempt.duration_ms) == (
             ending.outcome,
             ending.exit_code,
@@ -299,20 +304,20 @@ async def _plan_joins_by_hashing(engine: AsyncEngine) -> None:
 
 @pytest.mark.parametrize("join_plan", ["default", "hash"])
 async def test_the_same_attempt_recorded_twice_at_once_is_written_once(
-    repository: Repository, engine: AsyncEngine, join_plan: str
+    stores: Stores, engine: AsyncEngine, join_plan: str
 ) -> None:
     # Which of two joined rows an UPDATE ... FROM uses depends on the plan; the result must not.
     if join_plan == "hash":
         await _plan_joins_by_hashing(engine)
-    job = await repository.submit_job(name="watched twice", program="/bin/false", arguments=[], max_attempts=2)
-    [claimed] = await repository.claim_due_jobs(node_id="n1", limit=5)
+    job = await stores.jobs.submit_job(NewJob(name="watched twice", program="/bin/false", arguments=[], max_attempts=2))
+    [claimed] = await stores.attempts.claim_due_jobs(node_id="n1", limit=5)
     now = datetime.now(UTC)
     failed = AttemptEnding(outcome=AttemptOutcome.FAILED, finished_at=now, exit_code=3, duration_ms=5)
     succeeded = AttemptEnding(outcome=AttemptOutcome.SUCCEEDED, finished_at=now, exit_code=0, duration_ms=7)
 
     first, second = await asyncio.gather(
-        repository.record_outcome(attempt_id=claimed.attempt_id, ending=failed, retry_policy=NO_WAIT),
-        repository.record_outcome(attempt_id=claimed.attempt_id, ending=succeeded, retry_policy=NO_WAIT),
+        stores.attempts.record_outcome(attempt_id=claimed.attempt_id, ending=failed, retry_policy=NO_WAIT),
+        stores.attempts.record_outcome(attempt_id=claimed.attempt_id, ending=succeeded, retry_policy=NO_WAIT),
     )
 
     assert (first is None) != (second is None), (first, second)
@@ -320,30 +325,30 @@ async def test_the_same_attempt_recorded_twice_at_once_is_written_once(
     assert recorded is not None
     assert recorded.job_status is (JobStatus.RETRIED if written is failed else JobStatus.COMPLETED)
     # The attempt row and the job agree on which of the two endings was the one written.
-    [attempt] = await repository.list_attempts(job.id)
+    [attempt] = await stores.jobs.list_attempts(job.id)
     assert (attempt.outcome, attempt.exit_code) == (written.outcome, written.exit_code)
-    after = await repository.find_job(job.id)
+    after = await stores.jobs.find_job(job.id)
     assert after is not None
     assert after.status is recorded.job_status
     assert after.attempts_count == 1
 
 
 async def test_concurrent_process_starts_each_mark_their_own_attempt_and_leave_ended_ones_alone(
-    repository: Repository,
+    stores: Stores,
 ) -> None:
-    await repository.submit_jobs(
+    await stores.jobs.submit_jobs(
         [NewJob(name=f"started-{index}", program="/bin/true", arguments=[], max_attempts=1) for index in range(4)]
     )
-    claimed = await repository.claim_due_jobs(node_id="n1", limit=10)
+    claimed = await stores.attempts.claim_due_jobs(node_id="n1", limit=10)
     assert len(claimed) == 4
     ended = claimed[0]
     ending = AttemptEnding(outcome=AttemptOutcome.SPAWN_FAILED, finished_at=datetime.now(UTC), error="no such file")
-    assert await repository.record_outcome(attempt_id=ended.attempt_id, ending=ending, retry_policy=NO_WAIT)
+    assert await stores.attempts.record_outcome(attempt_id=ended.attempt_id, ending=ending, retry_policy=NO_WAIT)
     base = datetime.now(UTC).replace(microsecond=0)
 
     await asyncio.gather(
         *(
-            repository.record_process_started(
+            stores.attempts.record_process_started(
                 attempt_id=claim.attempt_id,
                 pid=10_000 + position,
                 process_started_at=base + timedelta(seconds=position),
@@ -354,7 +359,7 @@ async def test_concurrent_process_starts_each_mark_their_own_attempt_and_leave_e
     )
 
     for position, claim in enumerate(claimed):
-        [attempt] = await repository.list_attempts(claim.job_id)
+        [attempt] = await stores.jobs.list_attempts(claim.job_id)
         if claim is ended:  # fenced: no longer running, so no process to remember
             assert (attempt.pid, attempt.process_started_at) == (None, None)
             continue

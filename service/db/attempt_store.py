@@ -1,0 +1,268 @@
+"""The queries the supervisor makes of attempts: claim due jobs, record which process runs each, record how each
+ended, and find the attempts running on a node."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+
+from service.db.coalescing import Coalescer
+from service.db.connections import Database
+from service.db.rows import ATTEMPT_COLUMNS, attempt_from_row
+from service.domain.records import (
+    AttemptEnding,
+    ClaimedAttempt,
+    ProcessStart,
+    RecordedOutcome,
+    RunningAttempt,
+)
+from service.domain.retry import RetryPolicy
+from service.domain.status import (
+    STATUS_WHEN_ATTEMPT_STARTS,
+    STATUSES_WITH_ATTEMPT_IN_FLIGHT,
+    AttemptOutcome,
+    JobStatus,
+    status_after_attempt,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _OutcomeToRecord:
+    attempt_id: int
+    ending: AttemptEnding
+    retry_policy: RetryPolicy
+
+
+class AttemptStore:
+    """Attempts as the supervisor sees them. Each method is one transaction, committed before it returns."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        # Group commit for the writes made once or more per job: under load, one statement serves many callers.
+        self._process_starts = Coalescer(self.record_processes_started, name="process start")
+        self._outcomes = Coalescer(self._record_outcomes, name="attempt outcome")
+
+    async def claim_due_jobs(self, *, node_id: str, limit: int) -> list[ClaimedAttempt]:
+        """Take up to `limit` due jobs for this node and commit a `running` attempt row for each.
+
+        Highest priority first, then the job due longest (FIFO), then the oldest; the index ix_jobs_claim_order
+        returns them in that order. SKIP LOCKED lets several nodes claim at once without ever taking the same job.
+        """
+        if limit <= 0:
+            return []
+        status_when_started = " ".join(
+            f"WHEN '{before.value}' THEN '{after.value}'" for before, after in STATUS_WHEN_ATTEMPT_STARTS.items()
+        )
+        async with self._database.driver() as driver:
+            rows = await driver.fetch(
+                f"""
+                    WITH due AS (
+                        SELECT id, priority, next_attempt_at FROM jobs
+                        WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= now()
+                          AND status = ANY($1::text[])
+                        ORDER BY priority DESC, next_attempt_at, id
+                        LIMIT $2
+                        FOR UPDATE SKIP LOCKED
+                    ), claimed AS (
+                        UPDATE jobs j
+                        SET status = CASE j.status {status_when_started} END,
+                            attempts_count = j.attempts_count + 1,
+                            started_at = coalesce(j.started_at, now()),
+                            next_attempt_at = NULL
+                        FROM due
+                        WHERE j.id = due.id
+                        RETURNING j.id, j.name, j.program, j.arguments, j.attempts_count, j.timeout_seconds
+                    ), inserted AS (
+                        INSERT INTO attempts (job_id, attempt_number, node_id, outcome)
+                        SELECT id, attempts_count, $3, $4 FROM claimed
+                        RETURNING id, job_id, attempt_number
+                    )
+                    SELECT i.id AS attempt_id, i.job_id, i.attempt_number,
+                           c.name AS job_name, c.program, c.arguments, c.timeout_seconds
+                    FROM inserted i JOIN claimed c ON c.id = i.job_id JOIN due d ON d.id = i.job_id
+                    ORDER BY d.priority DESC, d.next_attempt_at, d.id
+                """,
+                [status.value for status in STATUS_WHEN_ATTEMPT_STARTS],
+                limit,
+                node_id,
+                AttemptOutcome.RUNNING.value,
+            )
+        return [ClaimedAttempt(**dict(row)) for row in rows]
+
+    async def record_process_started(
+        self, *, attempt_id: int, pid: int, process_started_at: datetime, started_at: datetime
+    ) -> None:
+        """Remember which OS process runs the attempt (pid and the OS's start time together are its identity).
+
+        Committed before returning; concurrent calls share one statement and commit (see `Coalescer`).
+        """
+        await self._process_starts(ProcessStart(attempt_id, pid, process_started_at, started_at))
+
+    async def record_processes_started(self, starts: Sequence[ProcessStart]) -> list[None]:
+        """`record_process_started` for several attempts, in one statement."""
+        async with self._database.driver() as driver:
+            await driver.execute(
+                """
+                UPDATE attempts a
+                SET pid = s.pid, process_started_at = s.process_started_at, started_at = s.started_at
+                FROM unnest($1::bigint[], $2::integer[], $3::timestamptz[], $4::timestamptz[])
+                     AS s(id, pid, process_started_at, started_at)
+                WHERE a.id = s.id AND a.outcome = $5
+                """,
+                [start.attempt_id for start in starts],
+                [start.pid for start in starts],
+                [start.process_started_at for start in starts],
+                [start.started_at for start in starts],
+                AttemptOutcome.RUNNING.value,
+            )
+        return [None] * len(starts)
+
+    async def record_outcome(
+        self, *, attempt_id: int, ending: AttemptEnding, retry_policy: RetryPolicy
+    ) -> RecordedOutcome | None:
+        """Write how the attempt ended and move its job on, in one transaction committed before returning.
+
+        Fenced: nothing is written unless the attempt is still `running`, so a second writer for the same
+        attempt (a late watcher, a reconciler) finds nothing to do and gets None. Concurrent calls share one
+        transaction (see `Coalescer`); each job's next status is still decided by the state machine alone.
+        """
+        return await self._outcomes(_OutcomeToRecord(attempt_id, ending, retry_policy))
+
+    async def _record_outcomes(self, outcomes: Sequence[_OutcomeToRecord]) -> list[RecordedOutcome | None]:
+        # An attempt given twice is written once, with its first ending: UPDATE ... FROM would pick either of two
+        # joined rows (by the plan), and the job's next status must follow the ending actually written.
+        first_of_each = list({outcome.attempt_id: outcome for outcome in reversed(outcomes)}.values())
+        endings = [outcome.ending for outcome in first_of_each]
+        async with self._database.driver() as driver, driver.transaction():
+            # The fenced attempt updates, and their jobs' rows locked (attempts first, then jobs in id order, as
+            # every writer of both does) for the state machine to decide each job's next status.
+            finished = await driver.fetch(
+                """
+                WITH ending AS (
+                    SELECT * FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::integer[],
+                                         $5::timestamptz[], $6::bigint[], $7::text[], $8::bigint[], $9::bigint[],
+                                         $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[])
+                        AS e(id, outcome, exit_code, signal, finished_at, duration_ms, error, user_cpu_ms,
+                             system_cpu_ms, max_rss_kb, stdout_bytes, stderr_bytes, stdout_tail, stderr_tail)
+                ), finished AS (
+                    UPDATE attempts a
+                    SET outcome = e.outcome, exit_code = e.exit_code, signal = e.signal, finished_at = e.finished_at,
+                        duration_ms = coalesce(e.duration_ms, greatest(0,
+                            (extract(epoch FROM e.finished_at - a.started_at) * 1000)::bigint)),
+                        error = e.error, user_cpu_ms = e.user_cpu_ms, system_cpu_ms = e.system_cpu_ms,
+                        max_rss_kb = e.max_rss_kb, stdout_bytes = e.stdout_bytes, stderr_bytes = e.stderr_bytes,
+                        stdout_tail = e.stdout_tail, stderr_tail = e.stderr_tail
+                    FROM ending e
+                    WHERE a.id = e.id AND a.outcome = $15
+                    RETURNING a.id, a.job_id, a.attempt_number
+                )
+                SELECT f.id, f.job_id, f.attempt_number, j.status, j.max_attempts,
+                       j.cancel_requested_at IS NOT NULL AS cancel_requested
+                FROM finished f JOIN jobs j ON j.id = f.job_id
+                ORDER BY j.id
+                FOR UPDATE OF j
+                """,
+                [outcome.attempt_id for outcome in first_of_each],
+                [ending.outcome.value for ending in endings],
+                [ending.exit_code for ending in endings],
+                [ending.signal for ending in endings],
+                [ending.finished_at for ending in endings],
+                [ending.duration_ms for ending in endings],
+                [ending.error for ending in endings],
+                [ending.user_cpu_ms for ending in endings],
+                [ending.system_cpu_ms for ending in endings],
+                [ending.max_rss_kb for ending in endings],
+                [ending.stdout_bytes for ending in endings],
+                [ending.stderr_bytes for ending in endings],
+                [ending.stdout_tail for ending in endings],
+                [ending.stderr_tail for ending in endings],
+                AttemptOutcome.RUNNING.value,
+            )
+            by_attempt = {row["id"]: row for row in finished}
+            recorded: list[RecordedOutcome | None] = []
+            job_updates: list[tuple[int, JobStatus, float | None, AttemptEnding]] = []
+            for outcome in outcomes:
+                row = by_attempt.pop(outcome.attempt_id, None)  # an attempt given twice is written once
+                if row is None:
+                    recorded.append(None)
+                    continue
+                job_id: int = row["job_id"]
+                attempt_number: int = row["attempt_number"]
+                current = JobStatus(row["status"])
+                if current not in STATUSES_WITH_ATTEMPT_IN_FLIGHT:
+                    recorded.append(RecordedOutcome(job_id=job_id, attempt_number=attempt_number, job_status=None))
+                    continue
+                new_status = status_after_attempt(
+                    current,
+                    outcome.ending.outcome,
+                    attempt_number,
+                    row["max_attempts"],
+                    cancel_requested=row["cancel_requested"],
+                )
+                retry_in = (
+                    outcome.retry_policy.delay_seconds(attempt_number) if new_status is JobStatus.RETRIED else None
+                )
+                job_updates.append((job_id, new_status, retry_in, outcome.ending))
+                recorded.append(
+                    RecordedOutcome(
+                        job_id=job_id, attempt_number=attempt_number, job_status=new_status, retry_in_seconds=retry_in
+                    )
+                )
+            if job_updates:
+                await driver.execute(
+                    """
+                    UPDATE jobs j
+                    SET status = u.status,
+                        next_attempt_at = CASE WHEN u.final THEN NULL
+                                               ELSE now() + make_interval(secs => u.retry_in) END,
+                        finished_at = CASE WHEN u.final THEN u.finished_at END,
+                        exit_code = CASE WHEN u.final THEN u.exit_code END
+                    FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::float8[], $5::timestamptz[],
+                                $6::integer[]) AS u(id, status, final, retry_in, finished_at, exit_code)
+                    WHERE j.id = u.id
+                    """,
+                    [job_id for job_id, _, _, _ in job_updates],
+                    [status.value for _, status, _, _ in job_updates],
+                    [status.is_final for _, status, _, _ in job_updates],
+                    [retry_in or 0.0 for _, _, retry_in, _ in job_updates],
+                    [ending.finished_at for _, _, _, ending in job_updates],
+                    [ending.exit_code for _, _, _, ending in job_updates],
+                )
+            return recorded
+
+    async def running_attempts_on_node(self, node_id: str) -> list[RunningAttempt]:
+        """Attempts that the database says are running on `node_id` (reconciliation after a restart)."""
+        async with self._database.connect() as connection:
+            result = await connection.execute(
+                text(f"""
+                    SELECT {ATTEMPT_COLUMNS}, j.timeout_seconds, j.cancel_requested_at IS NOT NULL AS cancel_requested
+                    FROM attempts a JOIN jobs j ON j.id = a.job_id
+                    WHERE a.node_id = :node_id AND a.outcome = :running ORDER BY a.id
+                """),
+                {"node_id": node_id, "running": AttemptOutcome.RUNNING.value},
+            )
+            return [
+                RunningAttempt(
+                    attempt=attempt_from_row(row._mapping),
+                    timeout_seconds=row.timeout_seconds,
+                    cancel_requested=row.cancel_requested,
+                )
+                for row in result
+            ]
+
+    async def attempts_to_cancel(self, node_id: str) -> list[int]:
+        """Ids of the attempts running on `node_id` whose job a user asked to cancel."""
+        async with self._database.driver() as driver:
+            rows = await driver.fetch(
+                """
+                SELECT a.id FROM attempts a JOIN jobs j ON j.id = a.job_id
+                WHERE a.node_id = $1 AND a.outcome = $2 AND j.cancel_requested_at IS NOT NULL
+                ORDER BY a.id
+                """,
+                node_id,
+                AttemptOutcome.RUNNING.value,
+            )
+        return [row["id"] for row in rows]
