@@ -14,11 +14,20 @@ from litestar.openapi import OpenAPIConfig
 
 from service import __version__
 from service.api.attempts import AttemptController
+from service.api.back_pressure import QueueGauge
 from service.api.dependencies import JobDefaults, OutputAccess, from_state
 from service.api.errors import handle_http_exception, handle_unexpected_exception
 from service.api.health import HealthController
 from service.api.jobs import JobController
+from service.api.openapi import refine_openapi
 from service.api.stats import StatsController
+from service.api.validation import (
+    MAX_REQUEST_BODY_BYTES,
+    QUERY_PARAMETERS_STATE_KEY,
+    known_query_parameters,
+    reject_oversized_headers,
+    reject_unknown_query_parameters,
+)
 from service.db.attempt_store import AttemptStore
 from service.db.connections import Database
 from service.db.engine import create_engine, redacted_url
@@ -77,7 +86,11 @@ def create_app(settings: Settings) -> Litestar:
                 ProcessLauncher(keeper),
             )
             app.state.engine = engine
-            app.state.job_store = JobStore(database)
+            job_store = JobStore(database)
+            app.state.job_store = job_store
+            app.state.queue_gauge = QueueGauge(
+                lambda up_to: job_store.count_queued_jobs(up_to=up_to), limit=settings.max_queued_jobs
+            )
             app.state.supervisor = supervisor
             app.state.job_defaults = JobDefaults(
                 programs=settings.programs,
@@ -113,13 +126,19 @@ def create_app(settings: Settings) -> Litestar:
             await engine.dispose()
             node_lock.release()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[JobController, AttemptController, StatsController, HealthController],
         dependencies={
-            name: from_state(name) for name in ("job_store", "supervisor", "job_defaults", "output_access", "engine")
+            name: from_state(name)
+            for name in ("job_store", "supervisor", "job_defaults", "output_access", "engine", "queue_gauge")
         },
         exception_handlers={HTTPException: handle_http_exception, Exception: handle_unexpected_exception},
+        guards=[reject_oversized_headers, reject_unknown_query_parameters],
+        request_max_body_size=MAX_REQUEST_BODY_BYTES,
         lifespan=[lifespan],
         logging_config=None,  # the entry point configures logging once, for the whole process
         openapi_config=OpenAPIConfig(title="Concurrent Job Manager", version=__version__, path="/schema"),
     )
+    app.state[QUERY_PARAMETERS_STATE_KEY] = known_query_parameters(app.routes)
+    refine_openapi(app)
+    return app

@@ -109,6 +109,14 @@ class Settings(BaseSettings):
         description="What records each program's exit status durably: auto, native (C), python, or none.",
     )
     job_env_passthrough: tuple[str, ...] = ()
+    max_queued_jobs: int = Field(
+        default=100_000,
+        ge=0,
+        le=1_000_000_000,
+        description=(
+            "Queued jobs (no attempt started yet) the database may hold; past it POST /jobs answers 429. 0: no limit."
+        ),
+    )
 
     @field_validator("log_level")
     @classmethod

@@ -19,10 +19,19 @@ PRIORITY_LIMIT = 1000
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
 MAX_ATTEMPTS_LIMIT = 20
 
-# No C0 control characters and no DEL in a name: it is shown in logs, terminals and psql.
-JobName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_JOB_NAME_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")]
-# Arguments reach execve(), where a NUL would silently cut the string.
-Argument = Annotated[str, msgspec.Meta(max_length=MAX_ARGUMENT_LENGTH, pattern=r"^[^\x00]*$")]
+# No C0 or C1 control characters, no DEL and no bidirectional override or isolate in a name: it is shown in logs,
+# terminals and psql, where those would hide or disguise text.
+JobName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1, max_length=MAX_JOB_NAME_LENGTH, pattern=r"^[^\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]+$"
+    ),
+]
+# Arguments reach execve(), where a NUL would silently cut the string; C1 controls and bidirectional formatting
+# would disguise them in logs. Tabs and newlines are fine.
+Argument = Annotated[
+    str, msgspec.Meta(max_length=MAX_ARGUMENT_LENGTH, pattern=r"^[^\x00\x80-\x9f\u202a-\u202e\u2066-\u2069]*$")
+]
 
 
 class JobCreate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
