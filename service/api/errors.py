@@ -102,6 +102,19 @@ def _source_name(source: object) -> str:
     return str(getattr(source, "value", source))
 
 
+def _wire_name(request: Request[Any, Any, Any], key: str, source: str) -> str:
+    """Litestar names a parameter by its argument (`last_event_id`); the client knows it by its wire name
+    (`Last-Event-ID`, `createdAfter`)."""
+    if source not in ("query", "header", "path"):
+        return _field_path(key)
+    parameter = request.route_handler.parsed_fn_signature.parameters.get(key)
+    definition = getattr(parameter, "kwarg_definition", None)
+    for alias in (getattr(definition, source, None), getattr(definition, "name", None)):
+        if isinstance(alias, str) and alias:
+            return alias
+    return _camel_case(key) if source == "query" else key
+
+
 def _sent_value(request: Request[Any, Any, Any], field: str, source: str) -> object:
     """What the client sent for a parameter, to say in the message how far off it is."""
     if source == "query":
@@ -128,8 +141,7 @@ def _validation_errors(request: Request[Any, Any, Any], exc: ValidationException
         if named:
             key = f"{key}.{named.group('name')}" if key not in _WHOLE_BODY_KEYS else named.group("name")
         source = _source_name(item.get("source", "body"))
-        # Litestar names a query parameter by its argument; the wire name is camelCase (createdAfter).
-        field = _camel_case(key) if source == "query" else _field_path(key)
+        field = _wire_name(request, key, source)
         if key == "data" and message == "'data'":
             # Litestar's KeyError when there is no body at all (empty, or JSON null).
             message = "the body must be a JSON object"

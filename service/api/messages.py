@@ -17,6 +17,7 @@ PATTERN_MEANINGS = {
     ),
     "program": "must be 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or a digit",
     "Idempotency-Key": "must be visible ASCII characters (no spaces or controls)",
+    "Last-Event-ID": "must be a byte offset as an event id gives it: 1 to 18 digits",
 }
 _TYPE_NAMES = {
     "str": "a string",
@@ -62,12 +63,13 @@ def sentence(field: str, message: str, value: Any = None) -> str:  # noqa: ANN40
         unit = "characters" if match["kind"] == "str" else "items"
         limit, op = int(match["limit"]), match["op"]
         length = _length_of(value)
+        verb = "is" if unit == "characters" else "has"
         if op.startswith("<"):
-            stated = f"is {length} {unit}" if length is not None else f"has more than {limit} {unit}"
+            stated = f"{verb} {length} {unit}" if length is not None else f"has more than {limit} {unit}"
             return f"{subject} {stated}; the limit is {limit}"
         if limit == 1 and length in (0, None):
             return f"{subject} is empty; it needs at least 1 {unit.removesuffix('s')}"
-        return f"{subject} is {length} {unit}; it needs at least {limit}"
+        return f"{subject} {verb} {length} {unit}; it needs at least {limit}"
     if match := _BOUND.match(message):
         shown = f" is {value}" if isinstance(value, int | float | str) and value != "" else " is out of range"
         return f"{subject}{shown}; it must be {_BOUND_WORDS[match['op']]} {match['limit']}"

@@ -15,6 +15,16 @@ EVENT_STREAM = "text/event-stream"
 FOLLOWED_OUTPUT_PATH = "/jobs/{job_id}/attempts/{attempt}/output"
 STRICT_BODIES = ("JobCreate",)
 INVALID_REQUEST = "A parameter or the body is invalid: the detail names it and its limit."
+# One event of the followed output: `output` events carry text (their id is the byte offset reached), then one `end`.
+SERVER_SENT_EVENT = Schema(
+    type=OpenAPIType.OBJECT,
+    properties={
+        "event": Schema(type=OpenAPIType.STRING, enum=["output", "end"]),
+        "data": Schema(type=OpenAPIType.STRING),
+        "id": Schema(type=OpenAPIType.STRING, pattern=r"^[0-9]+$"),
+    },
+    required=["event", "data"],
+)
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
 
@@ -45,7 +55,7 @@ def refine_openapi(app: Litestar) -> None:
             if path == FOLLOWED_OUTPUT_PATH and operation.responses:
                 success = operation.responses.get("200")
                 if isinstance(success, OpenAPIResponse) and success.content is not None:
-                    success.content[EVENT_STREAM] = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))
+                    success.content[EVENT_STREAM] = OpenAPIMediaType(schema=SERVER_SENT_EVENT)
     schemas = document.components.schemas if document.components is not None else None
     for name in STRICT_BODIES:
         body_schema = (schemas or {}).get(name)
