@@ -33,7 +33,7 @@ from service.db.migrate import upgrade_to_head
 from service.db.repository import Repository
 from service.domain.retry import RetryPolicy
 from service.runner.keeper import keeper_command
-from service.runner.process import ProcessLauncher
+from service.runner.launcher import ProcessLauncher
 from service.settings import Settings
 from service.supervisor.listener import DueJobListener
 from service.supervisor.node import NodeLock, resolve_node_id

@@ -27,7 +27,7 @@ from service.db.engine import create_engine, libpq_url
 from service.db.migrate import upgrade_to_head
 from service.db.repository import Repository
 from service.runner.keeper import KeeperKind, keeper_command
-from service.runner.process import ProcessLauncher
+from service.runner.launcher import ProcessLauncher
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,9 @@ import psutil
 
 from service.db.repository import AttemptEnding, AttemptRecord, Repository
 from service.domain.retry import RetryPolicy
-from service.runner.process import IS_WINDOWS, RunningProcess, is_same_process, read_exit_status
+from service.runner.exit_status import read_exit_status
+from service.runner.identity import IS_WINDOWS, is_same_process
+from service.runner.launcher import RunningProcess
 from service.supervisor.paths import attempt_files
 from service.supervisor.supervisor import (
     DEFAULT_OUTPUT_TAIL_BYTES,

@@ -22,15 +22,15 @@ from service.domain.identifiers import format_job_id
 from service.domain.retry import RetryPolicy
 from service.domain.status import AttemptOutcome, JobStatus
 from service.runner.environment import child_environment
-from service.runner.output import tail_text
-from service.runner.process import (
+from service.runner.exit_status import ProcessExit
+from service.runner.launcher import (
     ExitUnknownError,
-    ProcessExit,
     ProcessLauncher,
     ProcessSpec,
     RunningProcess,
     SpawnError,
 )
+from service.runner.output import tail_text
 from service.runner.program import command_prefix
 from service.supervisor.paths import attempt_files
 from service.supervisor.tasks import TaskSet

@@ -26,7 +26,7 @@ from service.db.repository import CancelEffect, Repository
 from service.domain.identifiers import format_job_id
 from service.domain.retry import NO_WAIT, RetryPolicy
 from service.domain.status import AttemptOutcome, JobStatus
-from service.runner.process import ProcessLauncher
+from service.runner.launcher import ProcessLauncher
 from service.settings import Settings
 from service.supervisor.listener import DueJobListener
 from service.supervisor.reconciler import Reconciler

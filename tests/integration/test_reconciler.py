@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.db.repository import AttemptRecord, JobRecord, Repository
 from service.domain.retry import NO_WAIT
 from service.domain.status import AttemptOutcome, JobStatus
-from service.runner.process import ProcessLauncher, ProcessSpec, process_start_time
+from service.runner.identity import process_start_time
+from service.runner.launcher import ProcessLauncher, ProcessSpec
 from service.supervisor.paths import attempt_files
 from service.supervisor.reconciler import Reconciler, ReconcileReport
 from service.supervisor.supervisor import ShutdownMode, Supervisor

@@ -21,7 +21,7 @@ from service.db.repository import AttemptEnding, ClaimedAttempt, JobRecord, Repo
 from service.domain.identifiers import format_job_id
 from service.domain.retry import NO_WAIT, RetryPolicy
 from service.domain.status import AttemptOutcome, JobStatus
-from service.runner.process import ProcessLauncher
+from service.runner.launcher import ProcessLauncher
 from service.supervisor.paths import attempt_files
 from service.supervisor.supervisor import ShutdownMode, Supervisor, SupervisorConfig
 from tests.support.processes import WAIT_SECONDS, wait_until, write_script

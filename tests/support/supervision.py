@@ -7,7 +7,7 @@ from typing import Any
 
 from service.db.repository import AttemptRecord, JobRecord, Repository
 from service.domain.retry import NO_WAIT
-from service.runner.process import ProcessLauncher
+from service.runner.launcher import ProcessLauncher
 from service.settings import DEFAULT_CHILD_ENVIRONMENT
 from service.supervisor.supervisor import ShutdownMode, Supervisor, SupervisorConfig
 from tests.support.processes import WAIT_SECONDS, kill_and_reap_groups, wait_until
