@@ -162,7 +162,7 @@ def make_settings(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
             "data_dir": tmp_path / "data",
             "log_file": tmp_path / "logs" / "app.log",
             "node_id": "test-node",
-            "retry_backoff_seconds": 0.05,
+            "retry_backoff_base_seconds": 0.05,
             "poll_interval_seconds": 0.2,
             "shutdown_grace_seconds": 5,
         }
