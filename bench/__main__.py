@@ -9,6 +9,8 @@ separately) runs last when it exists: in-process if it has `run(context) -> list
 `python -m bench.stats --attempts=<--history-jobs> --requests=<--history-requests>` on the same server, its
 results file read back into the table.
 The exit status is 1 if a benchmark failed to run (ERROR), 0 otherwise: a missed goal is a figure, not a failure.
+
+`python -m bench seed --database-url URL ...` instead fills one database with a synthetic history (bench/seed.py).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import accept, big_history, many_at_once, peer, restart, start_latency, throughput
+from bench import accept, big_history, many_at_once, peer, restart, seed, start_latency, throughput
 from bench.harness import (
     PROJECT_ROOT,
     RESULTS_DIR,
@@ -107,6 +109,8 @@ def stats_row(results: dict[str, Any], attempts: int) -> Row:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["seed"]:
+        sys.exit(seed.main(sys.argv[2:]))
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -2,7 +2,7 @@
 
     python -m bench.stats [--attempts 1000000] [--requests 200] [--seed 1]
 
-Seeds a fresh database with `jobmanager bench seed --attempts N` (the real command, progress bar and all), starts
+Seeds a fresh database with `python -m bench seed --attempts N` (the real command, progress bar and all), starts
 the real server (`python -m service`) on it, and times, with one HTTP client, alternating requests:
 
 - GET /health (one `SELECT 1`: the HTTP + database round trip every request pays) - the baseline;
@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.harness import SERVICE_VARIABLES, ServerProcess, fresh_database, postgres_server, write_results
+from bench.harness import PROJECT_ROOT, ServerProcess, fresh_database, postgres_server, write_results
 
 GOAL_P95_MS = 100.0
 WARM_UP_REQUESTS = 10
@@ -81,13 +81,19 @@ def timed(client: httpx.Client, path: str, check: Callable[[dict[str, Any]], Non
 
 
 def seed(database_url: str, attempts: int, seed_value: int) -> dict[str, float]:
-    """`jobmanager bench seed` as a user runs it; its progress bar goes to this terminal."""
-    environment = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
-    environment["DATABASE_URL"] = database_url
+    """`python -m bench seed` as a user runs it; its progress bar goes to this terminal."""
     started = time.perf_counter()
     completed = subprocess.run(
-        [sys.executable, "-m", "service", "bench", "seed", "--attempts", str(attempts), "--seed", str(seed_value)],
-        env=environment,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "seed",
+            f"--database-url={database_url}",
+            f"--attempts={attempts}",
+            f"--seed={seed_value}",
+        ],
+        cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         text=True,
         check=True,
