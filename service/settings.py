@@ -10,12 +10,12 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from service.domain.limits import MAX_TIMEOUT_SECONDS
 from service.domain.programs import DEFAULT_PROGRAM_NAME, PROGRAM_NAME_PATTERN
 from service.domain.shutdown import ShutdownMode
 from service.runner.keeper import KeeperKind
 from service.runner.program import BUNDLED_SAMPLE_JOB
 
-MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
 MEBIBYTE = 1024 * 1024
 DEFAULT_RETRY_BACKOFF_BASE_SECONDS = 1.0
 
@@ -80,12 +80,6 @@ class Settings(BaseSettings):
         ge=0,
         le=3600,
         description="The longest wait before a first retry; each later one may wait up to twice as long.",
-    )
-    retry_backoff_seconds: float | None = Field(
-        default=None,
-        ge=0,
-        le=3600,
-        description="The older name of RETRY_BACKOFF_BASE_SECONDS, read when that one is unset.",
     )
     retry_backoff_cap_seconds: Annotated[float, Field(ge=0, le=86400)] = 300.0
     default_timeout_seconds: float | None = Field(
@@ -155,10 +149,9 @@ class Settings(BaseSettings):
 
     @property
     def retry_backoff_base(self) -> float:
-        """RETRY_BACKOFF_BASE_SECONDS, else the older RETRY_BACKOFF_SECONDS, else 1 s."""
-        for value in (self.retry_backoff_base_seconds, self.retry_backoff_seconds):
-            if value is not None:
-                return value
+        """RETRY_BACKOFF_BASE_SECONDS, else 1 s."""
+        if self.retry_backoff_base_seconds is not None:
+            return self.retry_backoff_base_seconds
         return DEFAULT_RETRY_BACKOFF_BASE_SECONDS
 
     @property

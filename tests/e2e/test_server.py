@@ -109,7 +109,7 @@ def test_jobs_run_are_reported_and_survive_a_restart(
             LOG_FILE=str(log_file),
             JOB_SCRIPT_PATH=str(script),
             MAX_CONCURRENT_JOBS="4",
-            RETRY_BACKOFF_SECONDS="0.1",
+            RETRY_BACKOFF_BASE_SECONDS="0.1",
         )
 
     server = start_server(environment())
