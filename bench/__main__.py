@@ -1,11 +1,11 @@
-"""`python -m bench` (`make bench`): every benchmark of issue 6 in sequence, then one summary table.
+"""`python -m bench` (`make bench`): every benchmark in sequence, then one summary table.
 
 Each benchmark starts its own server on a fresh database of one PostgreSQL: DATABASE_URL's server when it is
 set, else an embedded one started once for the whole run. Each prints its figure next to a baseline measured in
 the same run, writes bench/results/<name>.json, and the table is also written to bench/results/summary.json.
---only runs some of them; the size options scale them (the defaults are the issue's sizes, which fit in about
-five minutes on a 2-core machine, plus bench/stats.py's). bench/stats.py (GET /stats at 1 M attempts, written
-separately) runs last when it exists: in-process if it has `run(context) -> list[Row]` like the others, else as
+--only runs some of them; the size options scale them (the defaults fit in about five minutes on a 2-core
+machine, plus bench/stats.py's). bench/stats.py (GET /stats at 1 M attempts) runs last when it exists:
+in-process if it has `run(context) -> list[Row]` like the others, else as
 `python -m bench.stats --attempts=<--history-jobs> --requests=<--history-requests>` on the same server, its
 results file read back into the table.
 The exit status is 1 if a benchmark failed to run (ERROR), 0 otherwise: a missed goal is a figure, not a failure.

@@ -11,7 +11,7 @@ the real server (`python -m service`) on it, and times, with one HTTP client, al
 - GET /stats?namePrefix=task and ?since=24h (a scan of the matching attempts), and ?since=3650d (a scan of
   everything: what every request would cost without the rollup).
 
-Goal (issue 5): GET /stats p95 <= 100 ms at 1 M attempts. Results go to bench/results/stats.json.
+Goal: GET /stats p95 <= 100 ms at 1 M attempts. Results go to bench/results/stats.json.
 """
 
 from __future__ import annotations
