@@ -115,7 +115,7 @@ def test_jobs_run_are_reported_and_survive_a_restart(
     server = start_server(environment())
     first_health = server.wait_until_healthy()
     with server.client() as client:
-        # The issue's own example first; names vary so that the /stats patterns split them.
+        # The contract's own example first (task-123); names vary so that the /stats patterns split them.
         jobs = [
             submit(client, "task-123", executions, 0),
             submit(client, "nightly-report-7", executions, 0),

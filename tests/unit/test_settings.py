@@ -13,7 +13,7 @@ from pydantic_settings import SettingsError
 
 from service.settings import DEFAULT_CHILD_ENVIRONMENT, Settings, describe_settings_error
 
-# The names the issue makes a contract, plus the ones a user needs; each is read from the environment.
+# Every setting's name; each is read from the environment.
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 START_UP_TIMEOUT_SECONDS = 30
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
