@@ -153,6 +153,7 @@ class JobController(Controller):
     )
     async def submit_job(
         self,
+        *,
         data: JSONBody[JobCreate],
         job_store: NamedDependency[JobStore],
         supervisor: NamedDependency[SupervisorHandle],

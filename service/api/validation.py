@@ -138,7 +138,7 @@ async def validate_job_body(connection: ASGIConnection[Any, Any, Any, Any], _han
 
 def reject_oversized_headers(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
     """A guard for every route: 431 past MAX_HEADER_COUNT headers or MAX_HEADER_BYTES of them."""
-    raw_headers = connection.scope["headers"]
+    raw_headers = list(connection.scope["headers"])
     size = sum(len(name) + len(value) for name, value in raw_headers)
     if len(raw_headers) > MAX_HEADER_COUNT or size > MAX_HEADER_BYTES:
         raise ProblemError(
@@ -160,9 +160,7 @@ def known_query_parameters(routes: Iterable[object]) -> dict[object, frozenset[s
     return known
 
 
-def reject_unknown_query_parameters(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> None:
+def reject_unknown_query_parameters(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """A guard for every route: a misspelt parameter (`?stauts=running`) is refused, not silently ignored."""
     if not connection.query_params:
         return

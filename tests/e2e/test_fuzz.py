@@ -82,5 +82,7 @@ def test_generated_requests_get_no_server_error_and_conforming_answers(
     )
 
     report = f"{completed.stdout}\n{completed.stderr}"
-    assert completed.returncode == 0, f"schemathesis found failures:\n{report}\n--- server ---\n{server.output()[-20000:]}"
+    assert completed.returncode == 0, (
+        f"schemathesis found failures:\n{report}\n--- server ---\n{server.output()[-20000:]}"
+    )
     assert server.is_running(), server.output()

@@ -64,7 +64,9 @@ async def test_jobs_queued_by_another_node_are_counted_within_a_few_seconds(
         await _insert_queued(engine, 10)
 
         deadline = time.monotonic() + WAIT_SECONDS
-        while (response := await client.post("/jobs", json={"jobName": "later", "runAt": FAR_FUTURE})).status_code != 429:
+        while (
+            response := await client.post("/jobs", json={"jobName": "later", "runAt": FAR_FUTURE})
+        ).status_code != 429:
             assert response.status_code == 201, response.text
             assert time.monotonic() < deadline, "the queue filled by another node was never counted"
             await asyncio.sleep(0.2)

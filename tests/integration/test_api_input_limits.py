@@ -40,7 +40,7 @@ async def client(app: Litestar) -> AsyncIterator[Client]:
         yield client
 
 
-def problem(response: Any, status_code: int, *fields: str) -> dict[str, Any]:  # noqa: ANN401
+def problem(response: Any, status_code: int, *fields: str) -> dict[str, Any]:
     """A problem-details answer whose errors name `fields`, each message a sentence in the service's words."""
     assert response.status_code == status_code, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -56,7 +56,7 @@ def problem(response: Any, status_code: int, *fields: str) -> dict[str, Any]:  #
     return body
 
 
-async def post_raw(client: Client, raw: bytes) -> Any:  # noqa: ANN401
+async def post_raw(client: Client, raw: bytes) -> Any:
     return await client.post("/jobs", content=raw, headers=JSON)
 
 
@@ -156,7 +156,7 @@ async def test_the_largest_attempt_number_is_a_404_when_there_is_no_such_attempt
         ("timeoutSeconds", False),
     ],
 )
-async def test_a_number_must_be_a_json_number(client: Client, engine: AsyncEngine, field: str, value: Any) -> None:  # noqa: ANN401
+async def test_a_number_must_be_a_json_number(client: Client, engine: AsyncEngine, field: str, value: Any) -> None:
     response = await client.post("/jobs", json={"jobName": "n", field: value})
 
     problem(response, 400, field)
@@ -168,7 +168,8 @@ async def test_a_last_event_id_that_is_not_an_offset_is_refused(client: Client) 
     await wait_for_job(client, job["jobId"], lambda j: j["status"] in FINAL)
 
     response = await client.get(
-        f"/jobs/{job['jobId']}/attempts/1/output?follow=true", headers={"Last-Event-ID": b"\xb2"}  # "²", a digit to str.isdigit(), not to int()
+        f"/jobs/{job['jobId']}/attempts/1/output?follow=true",
+        headers={b"Last-Event-ID": b"\xb2"},  # "²", a digit to str.isdigit(), not to int()
     )
 
     problem(response, 400, "Last-Event-ID")
