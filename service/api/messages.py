@@ -19,6 +19,8 @@ PATTERN_MEANINGS = {
     "Idempotency-Key": "must be visible ASCII characters (no spaces or controls)",
     "Last-Event-ID": "must be a byte offset as an event id gives it: 1 to 18 digits",
 }
+# The values a parameter with a fixed set of them takes, by the parameter's name.
+ENUM_VALUES = {"stream": "stdout or stderr"}
 _TYPE_NAMES = {
     "str": "a string",
     "int": "an integer",
@@ -86,5 +88,6 @@ def sentence(field: str, message: str, value: Any = None) -> str:  # noqa: ANN40
     if message == "Number out of range":
         return f"{subject} is a number too large to represent"
     if match := _ENUM.match(message):
-        return f"{subject} is {match['value']}, which is not one of the allowed values"
+        allowed = ENUM_VALUES.get(field, "one of the values the OpenAPI document lists")
+        return f"{subject} is {match['value']}; use {allowed}"
     return f"{subject}: {message}"

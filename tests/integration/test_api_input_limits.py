@@ -251,7 +251,11 @@ async def test_nesting_up_to_the_limit_is_judged_by_the_schema_and_brackets_in_s
     at_limit = await post_raw(client, f'{{"jobName":"n","arguments":{nested}}}'.encode())
     bracketed = await client.post("/jobs", json={"jobName": "[[[[[[[[[[", "arguments": ["{" * 50, "[" * 50]})
 
+    over = "[" * MAX_JSON_DEPTH + '"x"' + "]" * MAX_JSON_DEPTH
+    one_too_deep = await post_raw(client, f'{{"jobName":"n","arguments":{over}}}'.encode())
+
     problem(at_limit, 400, "arguments[0]")
+    assert str(MAX_JSON_DEPTH) in problem(one_too_deep, 400, "body")["detail"]
     assert bracketed.status_code == 201, bracketed.text
 
 
