@@ -58,7 +58,7 @@ def serve(settings: Settings) -> None:
 
     from service.app import create_app  # noqa: PLC0415
 
-    configure_logging(settings.log_file, settings.log_level)
+    configure_logging(settings.log_file, settings.log_level, settings.log_format)
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _exit_normally)
     settings = settings.model_copy(update={"database_url": resolve_database_url(settings)})
