@@ -10,6 +10,7 @@ from service.cli import database, insight, jobs, server, submit
 from service.cli.app import app, cli_context, load_settings, run
 from service.cli.database import open_psql, resolve_database_url
 from service.cli.server import run_bench
+from service.hardening import make_non_dumpable
 
 for _commands in (submit, jobs, insight, server, database):
     _commands.register(app)
@@ -18,6 +19,8 @@ __all__ = ["main", "resolve_database_url"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # First of all: from here on, no other process of this user can read our environment or memory through /proc.
+    make_non_dumpable()
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["psql"]:
         # Everything after `psql` is psql's own (-c, -f, --help, ...), never an option of ours.

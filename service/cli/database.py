@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import subprocess
@@ -10,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, TypeVar
 
 import typer
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.cli import render
@@ -45,8 +47,16 @@ def _on_database(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]
         raise typer.Exit(EXIT_FAILURE) from None
 
 
+def _without_password(url: URL) -> URL:
+    return URL.create(url.drivername, url.username, None, url.host, url.port, url.database, url.query)
+
+
 def open_psql(settings: Settings, extra_arguments: Sequence[str]) -> int:
-    url = libpq_url(resolve_database_url(settings))
+    url = make_url(libpq_url(resolve_database_url(settings)))
+    # The password goes to psql in its environment, not on its command line, which every user can read in /proc.
+    environment = dict(os.environ)
+    if url.password is not None:
+        environment["PGPASSWORD"] = str(url.password)
     psql = shutil.which("psql")
     if psql is None or settings.database_url is None:
         # The embedded server ships its own psql, of the same version as the server.
@@ -56,7 +66,9 @@ def open_psql(settings: Settings, extra_arguments: Sequence[str]) -> int:
     # A child, not exec(): this process must exit normally so the embedded server's handle is released.
     previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C belongs to psql
     try:
-        return subprocess.call([psql, url, *extra_arguments])
+        return subprocess.call(
+            [psql, _without_password(url).render_as_string(hide_password=False), *extra_arguments], env=environment
+        )
     finally:
         signal.signal(signal.SIGINT, previous_handler)
 
