@@ -229,3 +229,40 @@ def test_no_command_still_serves_and_db_current_reads_the_schema(cli: Cli, datab
     revisions = json.loads(current.stdout)
     assert revisions["upToDate"] is True
     assert revisions["current"] == revisions["heads"]
+
+
+def test_the_token_is_sent_as_a_bearer_token(start_server: ServerStarter, database_url: str, tmp_path: Path) -> None:
+    token = "cli-test-token-0123456789"
+    port = free_port()
+    server = start_server(
+        service_environment(
+            DATABASE_URL=database_url,
+            PORT=str(port),
+            API_TOKEN=token,
+            DATA_DIR=str(tmp_path / "data"),
+            LOG_FILE=str(tmp_path / "logs" / "app.log"),
+        )
+    )
+    server.wait_until_healthy()
+    workdir = tmp_path / "cli"
+    workdir.mkdir()
+    cli = Cli(url=server.base_url, cwd=workdir)
+
+    refused = cli("list")
+    by_option = cli("--token", token, "list", "--json")
+    by_variable = subprocess.run(
+        [sys.executable, "-m", "service", "list", "--json"],
+        cwd=workdir,
+        env=service_environment(JOBMANAGER_URL=server.base_url, JOBMANAGER_TOKEN=token),
+        capture_output=True,
+        text=True,
+        timeout=CLI_SECONDS,
+        check=False,
+    )
+
+    assert refused.returncode == 1
+    assert len(refused.stderr.splitlines()) == 1
+    assert by_option.returncode == 0, by_option.stderr
+    assert json.loads(by_option.stdout) == []
+    assert by_variable.returncode == 0, by_variable.stderr
+    server.stop()
