@@ -12,15 +12,16 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
 
-from service import __version__
 from service.api.attempts import AttemptController
 from service.api.auth import BearerTokenMiddleware, TokenRegistry
 from service.api.dependencies import JobDefaults, OutputAccess, from_state
+from service.api.docs import DocsAssetController, openapi_config
 from service.api.errors import handle_http_exception, handle_unexpected_exception
 from service.api.health import HealthController
 from service.api.jobs import JobController
+from service.api.metrics import MetricsController, ServiceMetrics
+from service.api.request_ids import request_ids
 from service.api.stats import StatsController
 from service.db.attempt_store import AttemptStore
 from service.db.connections import Database
@@ -46,6 +47,7 @@ def create_app(settings: Settings) -> Litestar:
     if settings.database_url is None:
         raise ValueError("create_app needs a database URL; the entry point starts the embedded server first")
     database_url = settings.database_url
+    metrics = ServiceMetrics()
     tokens = TokenRegistry(
         settings.api_token.get_secret_value() if settings.api_token else None, settings.api_tokens_file
     )
@@ -85,10 +87,12 @@ def create_app(settings: Settings) -> Litestar:
                     output_tail_bytes=settings.output_tail_bytes,
                 ),
                 ProcessLauncher(keeper, job_user=job_user),
+                observer=metrics,
             )
             app.state.engine = engine
             app.state.job_store = JobStore(database)
             app.state.supervisor = supervisor
+            app.state.metrics = metrics
             app.state.job_defaults = JobDefaults(
                 programs=settings.programs,
                 max_attempts=settings.max_attempts,
@@ -124,15 +128,25 @@ def create_app(settings: Settings) -> Litestar:
             node_lock.release()
 
     return Litestar(
-        route_handlers=[JobController, AttemptController, StatsController, HealthController],
+        route_handlers=[
+            JobController,
+            AttemptController,
+            StatsController,
+            HealthController,
+            MetricsController,
+            DocsAssetController,
+        ],
         dependencies={
-            name: from_state(name) for name in ("job_store", "supervisor", "job_defaults", "output_access", "engine")
+            name: from_state(name)
+            for name in ("job_store", "supervisor", "job_defaults", "output_access", "engine", "metrics")
         },
         exception_handlers={HTTPException: handle_http_exception, Exception: handle_unexpected_exception},
         lifespan=[functools.partial(_reload_tokens_on_sighup, tokens), lifespan],
-        middleware=[BearerTokenMiddleware(tokens)],
+        # The request id first, so that a refused request too is answered with its id.
+        middleware=[request_ids, BearerTokenMiddleware(tokens), metrics.submission_counter],
+        after_exception=[metrics.count_database_error],
         logging_config=None,  # the entry point configures logging once, for the whole process
-        openapi_config=OpenAPIConfig(title="Concurrent Job Manager", version=__version__, path="/schema"),
+        openapi_config=openapi_config(),
     )
 
 
