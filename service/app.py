@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
 
-from service import __version__
 from service.api.attempts import AttemptController
+from service.api.auth import BearerTokenMiddleware, TokenRegistry
 from service.api.back_pressure import QueueGauge
 from service.api.dependencies import JobDefaults, OutputAccess, from_state
+from service.api.docs import DocsAssetController, openapi_config
 from service.api.errors import handle_http_exception, handle_unexpected_exception
 from service.api.health import HealthController
 from service.api.jobs import JobController
+from service.api.metrics import MetricsController, ServiceMetrics
 from service.api.openapi import refine_openapi
+from service.api.request_ids import request_ids
 from service.api.stats import StatsController
 from service.api.validation import (
     MAX_REQUEST_BODY_BYTES,
@@ -34,7 +38,8 @@ from service.db.engine import create_engine, redacted_url
 from service.db.job_store import JobStore
 from service.db.migrate import upgrade_to_head
 from service.domain.retry import RetryPolicy
-from service.runner.keeper import keeper_command
+from service.runner.job_user import JobUserError, resolve_job_user
+from service.runner.keeper import KeeperKind, keeper_command
 from service.runner.launcher import ProcessLauncher
 from service.settings import Settings
 from service.supervisor.config import SupervisorConfig
@@ -51,6 +56,13 @@ def create_app(settings: Settings) -> Litestar:
     if settings.database_url is None:
         raise ValueError("create_app needs a database URL; the entry point starts the embedded server first")
     database_url = settings.database_url
+    metrics = ServiceMetrics()
+    tokens = TokenRegistry(
+        settings.api_token.get_secret_value() if settings.api_token else None, settings.api_tokens_file
+    )
+    job_user = resolve_job_user(settings.job_user)
+    if job_user is not None and settings.exit_keeper is KeeperKind.NONE:
+        raise JobUserError("JOB_USER needs an exit keeper, which switches each job to it: EXIT_KEEPER is none")
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -83,7 +95,8 @@ def create_app(settings: Settings) -> Litestar:
                     output_limit_bytes=settings.output_limit_bytes,
                     output_tail_bytes=settings.output_tail_bytes,
                 ),
-                ProcessLauncher(keeper),
+                ProcessLauncher(keeper, job_user=job_user),
+                observer=metrics,
             )
             app.state.engine = engine
             job_store = JobStore(database)
@@ -92,6 +105,7 @@ def create_app(settings: Settings) -> Litestar:
                 lambda up_to: job_store.count_queued_jobs(up_to=up_to), limit=settings.max_queued_jobs
             )
             app.state.supervisor = supervisor
+            app.state.metrics = metrics
             app.state.job_defaults = JobDefaults(
                 programs=settings.programs,
                 max_attempts=settings.max_attempts,
@@ -127,18 +141,46 @@ def create_app(settings: Settings) -> Litestar:
             node_lock.release()
 
     app = Litestar(
-        route_handlers=[JobController, AttemptController, StatsController, HealthController],
+        route_handlers=[
+            JobController,
+            AttemptController,
+            StatsController,
+            HealthController,
+            MetricsController,
+            DocsAssetController,
+        ],
         dependencies={
             name: from_state(name)
-            for name in ("job_store", "supervisor", "job_defaults", "output_access", "engine", "queue_gauge")
+            for name in ("job_store", "supervisor", "job_defaults", "output_access", "engine", "metrics", "queue_gauge")
         },
         exception_handlers={HTTPException: handle_http_exception, Exception: handle_unexpected_exception},
         guards=[reject_oversized_headers, reject_unknown_query_parameters],
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
-        lifespan=[lifespan],
+        lifespan=[functools.partial(_reload_tokens_on_sighup, tokens), lifespan],
+        # The request id first, so that a refused request too is answered with its id.
+        middleware=[request_ids, BearerTokenMiddleware(tokens), metrics.submission_counter],
+        after_exception=[metrics.count_database_error],
         logging_config=None,  # the entry point configures logging once, for the whole process
-        openapi_config=OpenAPIConfig(title="Concurrent Job Manager", version=__version__, path="/schema"),
+        openapi_config=openapi_config(),
     )
     app.state[QUERY_PARAMETERS_STATE_KEY] = known_query_parameters(app.routes)
     refine_openapi(app)
     return app
+
+
+@asynccontextmanager
+async def _reload_tokens_on_sighup(tokens: TokenRegistry, _app: Litestar) -> AsyncIterator[None]:
+    """SIGHUP rereads API_TOKENS_FILE while the service runs (the event loop's handler: no code runs in a signal
+    handler itself)."""
+    hangup = getattr(signal, "SIGHUP", None)  # None on Windows
+    loop = asyncio.get_running_loop()
+    try:
+        if hangup is not None:
+            loop.add_signal_handler(hangup, tokens.reload)
+    except (RuntimeError, ValueError):  # an event loop outside the main thread (a test client) gets no signals
+        hangup = None
+    try:
+        yield
+    finally:
+        if hangup is not None:
+            loop.remove_signal_handler(hangup)

@@ -30,6 +30,8 @@ class JobRecord:
     run_at: datetime | None = None
     timeout_seconds: float | None = None
     cancel_requested_at: datetime | None = None
+    submitted_by: str | None = None
+    """The name of the API token that submitted the job; None without authentication."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,7 @@ class NewJob:
     run_at: datetime | None = None
     """Not before then; None (or a time already past) means as soon as a slot is free."""
     timeout_seconds: float | None = None
+    submitted_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,9 @@ class ClaimedAttempt:
     program: str
     arguments: list[str]
     timeout_seconds: float | None = None
+    program_name: str = DEFAULT_PROGRAM_NAME
+    due_at: datetime | None = None
+    """When the job became due for this attempt: its submission (or runAt), or the end of its retry backoff."""
 
 
 @dataclass(frozen=True, slots=True)
