@@ -33,6 +33,7 @@ from service.supervisor.listener import DueJobListener
 from service.supervisor.node import NodeLock, resolve_node_id
 from service.supervisor.reconciler import Reconciler
 from service.supervisor.supervisor import Supervisor
+from service.web import web_route_handlers, web_template_config
 
 logger = logging.getLogger(__name__)
 
@@ -114,12 +115,13 @@ def create_app(settings: Settings) -> Litestar:
             node_lock.release()
 
     return Litestar(
-        route_handlers=[JobController, AttemptController, StatsController, HealthController],
+        route_handlers=[JobController, AttemptController, StatsController, HealthController, *web_route_handlers()],
         dependencies={
             name: from_state(name) for name in ("job_store", "supervisor", "job_defaults", "output_access", "engine")
         },
         exception_handlers={HTTPException: handle_http_exception, Exception: handle_unexpected_exception},
         lifespan=[lifespan],
+        template_config=web_template_config(),
         logging_config=None,  # the entry point configures logging once, for the whole process
         openapi_config=OpenAPIConfig(title="Concurrent Job Manager", version=__version__, path="/schema"),
     )
