@@ -83,8 +83,8 @@ function renderChart(overview) {
     chart.append(svg("line", { x1: left, x2: width, y1: y(value), y2: y(value), class: "grid" }),
       svg("text", { x: left - 4, y: y(value) + 4, class: "axis", "text-anchor": "end", text: value }));
   }
-  for (const [label, index] of [["−60 min", 0], ["−30", 30], ["now", 60]]) {
-    chart.append(svg("text", { x: left + index * step + step / 2, y: height - 6, class: "axis", "text-anchor": "middle", text: label }));
+  for (const [label, index, anchor] of [["60 min ago", 0, "start"], ["30", 30, "middle"], ["now", 61, "end"]]) {
+    chart.append(svg("text", { x: left + index * step, y: height - 6, class: "axis", "text-anchor": anchor, text: label }));
   }
   for (const column of columns) {
     let base = 0;

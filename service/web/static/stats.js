@@ -21,8 +21,11 @@ function query() {
 }
 
 // Horizontal bars on a 0–100 % axis. rows: { label, rate, low?, high?, note?, marked?, title }.
-function rateChart(rows, overall, ariaLabel) {
-  const labelWidth = 260, barWidth = 340, rowHeight = 26, top = 20, width = labelWidth + barWidth + 90;
+const WIDE = { labelWidth: 340, barWidth: 560, labelCharacters: 48 };
+const COMPACT = { labelWidth: 190, barWidth: 250, labelCharacters: 26 };
+
+function rateChart(rows, overall, ariaLabel, { labelWidth, barWidth, labelCharacters } = COMPACT) {
+  const rowHeight = 26, top = 20, width = labelWidth + barWidth + 90;
   const height = top + rows.length * rowHeight + 6;
   const x = (rate) => labelWidth + rate * barWidth;
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "rates", role: "img", "aria-label": ariaLabel });
@@ -34,7 +37,7 @@ function rateChart(rows, overall, ariaLabel) {
     const y = top + index * rowHeight;
     const group = svg("g", { class: row.marked ? "row significant" : "row" }, svg("title", { text: row.title }));
     group.append(
-      svg("text", { x: labelWidth - 8, y: y + 16, class: "label", "text-anchor": "end", text: truncate(row.label, 38) }),
+      svg("text", { x: labelWidth - 8, y: y + 16, class: "label", "text-anchor": "end", text: truncate(row.label, labelCharacters) }),
       svg("rect", { x: x(0), y: y + 5, width: Math.max(0, row.rate * barWidth), height: rowHeight - 10, class: row.marked ? "bar marked" : "bar" }));
     if (row.low !== undefined && row.low !== null) {
       const mid = y + rowHeight / 2;
@@ -42,7 +45,7 @@ function rateChart(rows, overall, ariaLabel) {
         svg("line", { x1: x(row.low), x2: x(row.low), y1: mid - 5, y2: mid + 5, class: "whisker" }),
         svg("line", { x1: x(row.high), x2: x(row.high), y1: mid - 5, y2: mid + 5, class: "whisker" }));
     }
-    group.append(svg("text", { x: x(1) + 8, y: y + 16, class: "value", text: `${percent(row.rate)}${row.marked ? " ★" : ""}` }));
+    group.append(svg("text", { x: x(1) + 8, y: y + 16, class: "value", text: row.empty ? "no match" : `${percent(row.rate)}${row.marked ? " ★" : ""}` }));
     chart.append(group);
   });
   if (overall !== null && overall !== undefined) {
@@ -53,7 +56,9 @@ function rateChart(rows, overall, ariaLabel) {
 }
 
 function truncate(text, length) {
-  return text.length > length ? `${text.slice(0, length - 1)}…` : text;
+  if (text.length <= length) return text;
+  // A path says most at its end (the program's file name).
+  return text.startsWith("/") ? `…${text.slice(-(length - 1))}` : `${text.slice(0, length - 1)}…`;
 }
 
 function renderSummary(stats) {
@@ -71,14 +76,14 @@ function renderSummary(stats) {
 function renderPatterns(stats) {
   const rows = stats.patterns.map((p) => ({
     label: p.pattern, rate: p.successRate, low: p.confidenceInterval?.low, high: p.confidenceInterval?.high,
-    marked: p.significant,
+    marked: p.significant, empty: p.matchCount === 0,
     title: `${p.pattern}: ${p.successCount} of ${p.matchCount} succeeded (${percent(p.successRate)}), ${p.differenceFromAverage}` +
       (p.adjustedPValue !== null ? `; adjusted p = ${p.adjustedPValue.toPrecision(2)} (${p.test})` : "") + (p.note ? `; ${p.note}` : ""),
   }));
   const target = document.getElementById("patterns-chart");
   if (!rows.length) { target.replaceChildren(el("p", { class: "empty", text: "No finished attempts yet." })); return; }
   target.replaceChildren(
-    rateChart(rows, stats.overallSuccessRate, `Success rate per pattern against the overall ${percent(stats.overallSuccessRate)}`),
+    rateChart(rows, stats.overallSuccessRate, `Success rate per pattern against the overall ${percent(stats.overallSuccessRate)}`, WIDE),
     el("p", { class: "hint", text: `The dark line is the overall rate (${percent(stats.overallSuccessRate)}); whiskers are 95 % intervals; ★ marks a pattern whose gap is significant after the Benjamini–Hochberg correction.` }),
   );
 }
