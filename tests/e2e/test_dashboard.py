@@ -165,7 +165,6 @@ def test_a_job_submitted_in_the_form_appears_finishes_and_shows_its_output_witho
     expect(page.locator("#stats-summary")).to_contain_text("finished attempts")
     expect(page.locator("#patterns-chart svg g.row").first).to_be_visible()
     expect(page.locator("#whatif-body tr").first).to_be_visible()
-    _screenshot(page, tmp_path, "dashboard-stats")
 
     assert requests.foreign(base_url) == []
 
@@ -211,10 +210,12 @@ def test_the_form_shows_the_apis_errors_beside_their_fields_and_the_table_filter
         for number in range(25):
             arguments = ["fail"] if number % 4 == 0 else [str(number)]
             client.post("/jobs", json={"jobName": f"batch-{number:02d}", "arguments": arguments}).raise_for_status()
+        for _ in range(10):
+            client.post("/jobs", json={"jobName": "nightly"}).raise_for_status()
         client.post("/jobs", json={"jobName": "other"}).raise_for_status()
     page.goto(base_url + "/")
     expect(page.locator("#counts .status-crashed .count-value")).to_have_text("7")
-    expect(page.locator("#counts .status-completed .count-value")).to_have_text("19")
+    expect(page.locator("#counts .status-completed .count-value")).to_have_text("29")
     _screenshot(page, tmp_path, "dashboard")
 
     page.locator("#new-job summary").click()
@@ -243,6 +244,11 @@ def test_the_form_shows_the_apis_errors_beside_their_fields_and_the_table_filter
     page.get_by_role("button", name="Filter").click()
     expect(page.locator("#jobs-body tr").first.locator(".badge")).to_have_text("completed")
     expect(page.locator("#jobs-body tr td.name", has_text="too-urgent")).to_have_count(0)
+
+    page.goto(base_url + "/ui/stats")
+    expect(page.locator("#stats-summary")).to_contain_text("36")  # finished attempts, one per job
+    expect(page.locator("#breakdowns svg")).not_to_have_count(0)
+    _screenshot(page, tmp_path, "dashboard-stats")
 
 
 def _require_bearer_token(route: Route) -> None:
