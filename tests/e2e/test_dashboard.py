@@ -12,9 +12,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, Request, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Request, expect, sync_playwright
 
-from service.settings import Settings
 from tests.support.server import ServerStarter, free_port, service_environment
 
 pytestmark = pytest.mark.e2e
@@ -251,30 +250,10 @@ def test_the_form_shows_the_apis_errors_beside_their_fields_and_the_table_filter
     _screenshot(page, tmp_path, "dashboard-stats")
 
 
-def _require_bearer_token(route: Route) -> None:
-    """What the service's guard will do once it requires API_TOKEN: data routes answer 401 without the token."""
-    path = urlsplit(route.request.url).path
-    data_route = path.startswith(("/jobs", "/stats", "/ui/api/"))
-    if data_route and route.request.headers.get("authorization") != f"Bearer {TOKEN}":
-        route.fulfill(
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="jobmanager"'},
-            content_type="application/problem+json",
-            body='{"type":"about:blank","title":"Unauthorized","status":401,"detail":"a bearer token is required"}',
-        )
-    else:
-        route.continue_()
-
-
 def test_the_dashboard_asks_once_for_a_token_and_sends_it_on_every_request(
     page: Page, start_server: ServerStarter, tmp_path: Path, database_url: str
 ) -> None:
-    if "api_token" in Settings.model_fields:
-        base_url = _start(start_server, tmp_path, database_url, API_TOKEN=TOKEN)
-    else:
-        # The service cannot require a token yet: a route in front of it answers as its guard will.
-        base_url = _start(start_server, tmp_path, database_url)
-        page.route(f"{base_url}/**", _require_bearer_token)
+    base_url = _start(start_server, tmp_path, database_url, API_TOKEN=TOKEN)
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         job_id = client.post("/jobs", json={"jobName": "behind-a-token"}).json()["jobId"]
     sent: list[tuple[str, str | None]] = []
