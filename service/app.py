@@ -38,6 +38,7 @@ from service.supervisor.listener import DueJobListener
 from service.supervisor.node import NodeLock, resolve_node_id
 from service.supervisor.reconciler import Reconciler
 from service.supervisor.supervisor import Supervisor
+from service.web import web_route_handlers, web_template_config
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ def create_app(settings: Settings) -> Litestar:
             HealthController,
             MetricsController,
             DocsAssetController,
+            *web_route_handlers(),
         ],
         dependencies={
             name: from_state(name)
@@ -145,6 +147,7 @@ def create_app(settings: Settings) -> Litestar:
         # The request id first, so that a refused request too is answered with its id.
         middleware=[request_ids, BearerTokenMiddleware(tokens), metrics.submission_counter],
         after_exception=[metrics.count_database_error],
+        template_config=web_template_config(),
         logging_config=None,  # the entry point configures logging once, for the whole process
         openapi_config=openapi_config(),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -183,3 +183,12 @@ class ProcessStart:
     process_started_at: datetime
     """The OS's start time of `pid`: with it, the pid names this process even after pid reuse."""
     started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteActivity:
+    """One minute of recent activity: the jobs submitted in it, and the attempts that ended in it by outcome."""
+
+    minute: datetime
+    submitted: int
+    ended: Mapping[AttemptOutcome, int]
