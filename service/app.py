@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> Litestar:
                 programs=settings.programs,
                 max_attempts=settings.max_attempts,
                 timeout_seconds=settings.default_timeout_seconds,
+                limits=settings.job_limits,
             )
             app.state.output_access = OutputAccess(
                 output_dir=output_dir, node_id=node_id, tail_bytes=settings.output_tail_bytes

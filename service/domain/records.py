@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from service.domain.limits import NO_LIMITS, JobLimits
 from service.domain.programs import DEFAULT_PROGRAM_NAME
 from service.domain.status import AttemptOutcome, JobStatus
 
@@ -30,6 +31,13 @@ class JobRecord:
     run_at: datetime | None = None
     timeout_seconds: float | None = None
     cancel_requested_at: datetime | None = None
+    memory_limit_bytes: int | None = None
+    cpu_limit_seconds: int | None = None
+    open_files_limit: int | None = None
+
+    @property
+    def limits(self) -> JobLimits:
+        return JobLimits(self.memory_limit_bytes, self.cpu_limit_seconds, self.open_files_limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +75,7 @@ class NewJob:
     run_at: datetime | None = None
     """Not before then; None (or a time already past) means as soon as a slot is free."""
     timeout_seconds: float | None = None
+    limits: JobLimits = NO_LIMITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +135,13 @@ class ClaimedAttempt:
     program: str
     arguments: list[str]
     timeout_seconds: float | None = None
+    memory_limit_bytes: int | None = None
+    cpu_limit_seconds: int | None = None
+    open_files_limit: int | None = None
+
+    @property
+    def limits(self) -> JobLimits:
+        return JobLimits(self.memory_limit_bytes, self.cpu_limit_seconds, self.open_files_limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +151,8 @@ class RunningAttempt:
     attempt: AttemptRecord
     timeout_seconds: float | None
     cancel_requested: bool
+    limits: JobLimits = NO_LIMITS
+    """Set on its process when it started; needed to say which one an ending hit."""
 
 
 @dataclass(frozen=True, slots=True)

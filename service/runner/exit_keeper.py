@@ -1,6 +1,7 @@
 """The Python twin of exit_keeper.c, for machines without a C compiler: same arguments, same status format.
 
-Run as a script (`python -I -S exit_keeper.py [--output-limit=N] [--output-tail=N] STATUS_PATH PROGRAM [ARG...]`);
+Run as a script (`python -I -S exit_keeper.py [--output-limit=N] [--output-tail=N] [--memory-limit=BYTES]
+[--cpu-limit=SECONDS] [--open-files-limit=COUNT] STATUS_PATH PROGRAM [ARG...]`);
 it imports only the standard library so that it starts as fast as Python can. See exit_keeper.c for what it does
 and why: the program's output goes through pipes that the keeper copies into the files, within the limit.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import selectors
 import signal
 import sys
@@ -17,6 +19,13 @@ import time
 KEEPER_ABANDONED = 124
 KEEPER_FAILED = 125
 COPY_BUFFER_BYTES = 65536
+# Past the soft CPU limit the program gets SIGXCPU; this much later, SIGKILL.
+CPU_LIMIT_KILL_AFTER_SECONDS = 1
+LIMIT_OPTIONS = {
+    "--memory-limit": resource.RLIMIT_DATA,
+    "--cpu-limit": resource.RLIMIT_CPU,
+    "--open-files-limit": resource.RLIMIT_NOFILE,
+}
 FORWARDED_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name)
 )
@@ -138,23 +147,43 @@ def copy_streams(streams: list[Stream], child_exited_fd: int | None) -> None:
                     selector.unregister(key.fd)
 
 
-def parse_options(argv: list[str]) -> tuple[int, int, list[str]] | None:
+def parse_options(argv: list[str]) -> tuple[int, int, dict[int, int], list[str]] | None:
+    """The output limit and tail, the resource limits (see exit_keeper.c), and the rest of the command line."""
     limit, tail = -1, 0
+    resource_limits: dict[int, int] = {}
     index = 1
     while index < len(argv) and argv[index].startswith("--"):
         name, _, value = argv[index].partition("=")
-        if name not in ("--output-limit", "--output-tail") or not value.isdigit():
+        if name not in ("--output-limit", "--output-tail", *LIMIT_OPTIONS) or not value.isdigit():
             return None
         if name == "--output-limit":
             limit = int(value)
-        else:
+        elif name == "--output-tail":
             tail = int(value)
+        else:
+            resource_limits[LIMIT_OPTIONS[name]] = int(value)
         index += 1
-    return limit, tail, argv[index:]
+    return limit, tail, resource_limits, argv[index:]
+
+
+def apply_job_limits(resource_limits: dict[int, int]) -> None:
+    """In the child, before exec: lower each limit (one already lower stays); raises OSError if one cannot be set."""
+    for which, value in resource_limits.items():
+        _, hard = resource.getrlimit(which)
+        wanted_hard = value + CPU_LIMIT_KILL_AFTER_SECONDS if which == resource.RLIMIT_CPU else value
+        if hard == resource.RLIM_INFINITY or wanted_hard < hard:
+            hard = wanted_hard
+        try:
+            resource.setrlimit(which, (min(value, hard), hard))
+        except ValueError as error:
+            raise OSError(22, str(error)) from error
 
 
 def fork_program(
-    program_argv: list[str], output_pipes: list[tuple[int, int]], original_mask: set[int | signal.Signals]
+    program_argv: list[str],
+    output_pipes: list[tuple[int, int]],
+    original_mask: set[int | signal.Signals],
+    resource_limits: dict[int, int],
 ) -> tuple[int, bytes]:
     """Start the program with its output into the pipes; returns its pid and the errno text of a failed exec."""
     report_read, report_write = os.pipe()  # non-inheritable: closed by a successful exec
@@ -168,6 +197,7 @@ def fork_program(
             os.close(report_read)
             os.dup2(output_pipes[0][1], 1)  # dup2 makes the copies inheritable: only 0, 1, 2 reach the program
             os.dup2(output_pipes[1][1], 2)
+            apply_job_limits(resource_limits)
             os.execv(program_argv[0], program_argv)  # noqa: S606  (exec without a shell is the point)
         except OSError as error:
             os.write(report_write, str(error.errno or 0).encode())
@@ -202,12 +232,13 @@ def finish_output(streams: list[Stream]) -> None:
 
 def main(argv: list[str]) -> int:
     parsed = parse_options(argv)
-    if parsed is None or len(parsed[2]) < 2:
+    if parsed is None or len(parsed[3]) < 2:
         sys.stderr.write(
-            "usage: exit_keeper.py [--output-limit=BYTES] [--output-tail=BYTES] STATUS_PATH PROGRAM [ARGUMENT...]\n"
+            "usage: exit_keeper.py [--output-limit=BYTES] [--output-tail=BYTES] [--memory-limit=BYTES]"
+            " [--cpu-limit=SECONDS] [--open-files-limit=COUNT] STATUS_PATH PROGRAM [ARGUMENT...]\n"
         )
         return KEEPER_FAILED
-    limit, tail, (status_path, *program_argv) = parsed
+    limit, tail, resource_limits, (status_path, *program_argv) = parsed
     # Blocked, not ignored, until the program exists: a signal sent in that moment is passed on, not lost.
     original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     if os.read(0, 1) != b"g":
@@ -227,7 +258,7 @@ def main(argv: list[str]) -> int:
     signal.set_wakeup_fd(child_exited_write)
     signal.signal(signal.SIGCHLD, lambda _number, _frame: None)
     started = time.monotonic_ns()
-    child, exec_report = fork_program(program_argv, output_pipes, original_mask)
+    child, exec_report = fork_program(program_argv, output_pipes, original_mask, resource_limits)
 
     while True:
         reaped, status, usage = os.wait4(child, os.WNOHANG)
