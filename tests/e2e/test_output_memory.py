@@ -56,14 +56,14 @@ class PeakRss:
 
     def __init__(self, pid: int) -> None:
         self._process = psutil.Process(pid)
-        self.peak = self._process.memory_info().rss
+        self.peak: int = int(self._process.memory_info().rss)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
 
     def _sample(self) -> None:
         while not self._stop.wait(RSS_SAMPLE_SECONDS):
-            self.peak = max(self.peak, self._process.memory_info().rss)
+            self.peak = max(self.peak, int(self._process.memory_info().rss))
 
     def stop(self) -> int:
         self._stop.set()
