@@ -28,6 +28,8 @@ INDEXES = {
     "ix_attempts_output_to_prune": (
         "attempts (node_id, finished_at) WHERE output_removed_at IS NULL AND finished_at IS NOT NULL"
     ),
+    # The pruner's other question: which jobs have been final the longest.
+    "ix_jobs_finished_at": "jobs (finished_at) WHERE finished_at IS NOT NULL",
 }
 COMMENTS = {
     "COLUMN jobs.memory_limit_bytes": (
@@ -43,6 +45,7 @@ COMMENTS = {
         "When the node that ran the attempt removed its output files (OUTPUT_RETENTION_DAYS); the tails stay here."
     ),
     "INDEX ix_attempts_output_to_prune": "Serves the pruner: finished attempts whose files are still on disk.",
+    "INDEX ix_jobs_finished_at": "Serves the pruner: jobs final the longest, for JOB_RETENTION_DAYS.",
 }
 
 
