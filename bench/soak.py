@@ -19,6 +19,7 @@ import os
 import random
 import signal
 import tempfile
+import threading
 import time
 import warnings
 from collections import Counter
@@ -41,6 +42,7 @@ TIMEOUT_SECONDS = 0.3
 TIMED_OUT_SLEEP_SECONDS = 30.0
 FINAL_WAIT_SECONDS = 3600.0
 POSTGRES_STOP_SECONDS = 30.0
+SUBMIT_RETRY_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -107,14 +109,22 @@ def rss_mib(server: ServerProcess) -> float:
     return float(psutil.Process(server.pid).memory_info().rss) / MEBIBYTE
 
 
-def submit_all(server: ServerProcess, jobs: list[SoakJob], executions: Path) -> dict[str, SoakJob]:
-    by_id = {}
-    with httpx.Client(base_url=server.base_url, timeout=60) as client:
+def submit_all(base_url: str, jobs: list[SoakJob], executions: Path, by_id: dict[str, SoakJob]) -> None:
+    """Submit every job, through the kill rounds: a POST that meets a dead service is sent again, with the same
+    Idempotency-Key, so that one whose answer was lost does not make a second job."""
+    with httpx.Client(base_url=base_url, timeout=60) as client:
         for job in jobs:
-            response = client.post("/jobs", json=job.body(executions))
-            response.raise_for_status()
+            deadline = time.monotonic() + SUBMIT_RETRY_SECONDS
+            while True:
+                try:
+                    response = client.post("/jobs", json=job.body(executions), headers={"Idempotency-Key": job.name})
+                    response.raise_for_status()
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
             by_id[response.json()["jobId"]] = job
-    return by_id
 
 
 async def unfinished_jobs(database_url: str) -> int:
@@ -179,18 +189,22 @@ def soak(arguments: argparse.Namespace, folder: Path) -> dict[str, Any]:
         service.start()
         rss_at_start = rss_mib(service)
         started = time.monotonic()
-        by_id = submit_all(service, jobs, executions)
-        print(f"  {len(by_id)} jobs submitted in {time.monotonic() - started:.0f} s", flush=True)
+        by_id: dict[str, SoakJob] = {}
+        # Submitted while the rounds go on: the kills and the database restart meet a service with work to do.
+        submitter = threading.Thread(target=submit_all, args=(service.base_url, jobs, executions, by_id))
+        submitter.start()
         postgres_down = 0.0
         for round_number in range(1, arguments.rounds + 1):
-            time.sleep(generator.uniform(1.0, 4.0))
+            time.sleep(generator.uniform(0.5, 2.0) * arguments.round_seconds)
             if round_number == (arguments.rounds + 1) // 2:
                 postgres_down = restart_postgres(postgres)
                 print(f"  PostgreSQL restarted ({postgres_down:.1f} s away)", flush=True)
-                time.sleep(generator.uniform(1.0, 4.0))
+                time.sleep(generator.uniform(0.5, 2.0))
             service.kill_hard()
             print(f"  round {round_number}/{arguments.rounds}: kill -9, restart", flush=True)
             service.start()
+        submitter.join()
+        print(f"  {len(by_id)} jobs submitted in {time.monotonic() - started:.0f} s", flush=True)
         deadline = time.monotonic() + FINAL_WAIT_SECONDS
         while (left := asyncio.run(unfinished_jobs(database_url))) > 0:
             if time.monotonic() > deadline:
@@ -219,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5, help="kill -9 rounds; PostgreSQL restarts at the middle one")
     parser.add_argument("--slots", type=int, default=50, help="MAX_CONCURRENT_JOBS")
+    parser.add_argument("--round-seconds", type=float, default=10.0, help="about this long between kill rounds")
     parser.add_argument("--settle-seconds", type=float, default=15.0, help="wait after the last job for the drain")
     parser.add_argument("--seed", type=int, default=20261210)
     arguments = parser.parse_args(argv)
