@@ -43,6 +43,7 @@ TIMED_OUT_SLEEP_SECONDS = 30.0
 FINAL_WAIT_SECONDS = 3600.0
 POSTGRES_STOP_SECONDS = 30.0
 SUBMIT_RETRY_SECONDS = 120.0
+EXAMPLES_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -137,12 +138,14 @@ async def unfinished_jobs(database_url: str) -> int:
         await connection.close()
 
 
-async def tally(database_url: str, by_id: dict[str, SoakJob], executed: list[str]) -> dict[str, int]:
+async def tally(database_url: str, by_id: dict[str, SoakJob], executed: list[str]) -> dict[str, Any]:
     connection = await asyncpg.connect(database_url)
     try:
         rows = await connection.fetch("""
             SELECT 'job-' || j.id AS job_id, j.status, j.exit_code, count(a.id) AS attempts,
-                   count(a.id) FILTER (WHERE a.outcome = 'lost') AS lost
+                   count(a.id) FILTER (WHERE a.outcome = 'lost') AS lost,
+                   string_agg(a.outcome || coalesce(' (' || a.error || ')', ''), ', ' ORDER BY a.attempt_number)
+                       AS outcomes
             FROM jobs j LEFT JOIN attempts a ON a.job_id = j.id GROUP BY j.id
         """)
         queued = sum([int(await connection.fetchval(f"SELECT count(*) FROM {table}")) for table in QUEUE_TABLES])
@@ -150,18 +153,34 @@ async def tally(database_url: str, by_id: dict[str, SoakJob], executed: list[str
         await connection.close()
     runs = Counter(line.split()[0] for line in executed)
     lost = executed_twice = wrong = 0
+    examples: list[str] = []  # what went wrong, job by job, to read in the results file
     for row in rows:
         job = by_id[row["job_id"]]
         lost += row["lost"]
-        if runs[row["job_id"]] > row["attempts"] or runs[row["job_id"]] > job.expected_runs:
-            executed_twice += 1
-        if row["status"] != job.expected_status or row["exit_code"] != job.exit_code:
-            wrong += 1
-    return {"lost": lost, "executed_twice": executed_twice, "wrong_outcome": wrong, "stats_queue_rows": queued}
+        twice = runs[row["job_id"]] > row["attempts"] or runs[row["job_id"]] > job.expected_runs
+        executed_twice += twice
+        mistaken = row["status"] != job.expected_status or row["exit_code"] != job.exit_code
+        wrong += mistaken
+        if row["lost"] or twice or mistaken:
+            examples.append(
+                f"{row['job_id']}: planned exit {job.exit_code}, ran {runs[row['job_id']]} time(s); "
+                f"{row['status']} exit {row['exit_code']}; attempts: {row['outcomes']}"
+            )
+    return {
+        "lost": lost,
+        "executed_twice": executed_twice,
+        "wrong_outcome": wrong,
+        "stats_queue_rows": queued,
+        "examples": examples,
+    }
 
 
-def entries_under(folder: Path) -> int:
-    return sum(len(folders) + len(files) for _, folders, files in os.walk(folder))
+def entries_under(folder: Path) -> list[str]:
+    return sorted(
+        str((Path(root) / name).relative_to(folder))
+        for root, folders, files in os.walk(folder)
+        for name in [*folders, *files]
+    )
 
 
 def soak(arguments: argparse.Namespace, folder: Path) -> dict[str, Any]:
@@ -245,7 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name.replace('_', ' '):<22}{results[name]}")
     print(f"rss at start          {results['rss_mib_at_start']:.0f} MiB")
     print(f"rss at end            {results['rss_mib_at_end']:.0f} MiB")
-    print(f"output entries left   {results['output_entries_left']}")
+    print(f"output entries left   {len(results['output_entries_left'])}")
+    for example in results["examples"][:EXAMPLES_SHOWN]:
+        print(f"  {example}")
+    for entry in results["output_entries_left"][:EXAMPLES_SHOWN]:
+        print(f"  left: {entry}")
     print(f"stats queue rows      {results['stats_queue_rows']}")
     print(f"seconds               {results['seconds']:.0f}")
     print(f"results: {write_results('soak', results)}")
