@@ -119,6 +119,8 @@ class JobRead(msgspec.Struct, rename="camel"):
     timeout_seconds: float | None
     cancel_requested_at: datetime | None
     """Set when a cancel was asked for while an attempt ran; the job is `cancelled` once that attempt has ended."""
+    submitted_by: str | None = None
+    """The name of the API token that submitted the job; null when the service runs without authentication."""
     memory_limit_bytes: int | None = None
     """What each attempt may allocate (null: no limit), as set when the job was accepted."""
     cpu_limit_seconds: int | None = None
@@ -145,6 +147,7 @@ class JobRead(msgspec.Struct, rename="camel"):
             run_at=record.run_at,
             timeout_seconds=record.timeout_seconds,
             cancel_requested_at=record.cancel_requested_at,
+            submitted_by=record.submitted_by,
             memory_limit_bytes=record.memory_limit_bytes,
             cpu_limit_seconds=record.cpu_limit_seconds,
             open_files_limit=record.open_files_limit,

@@ -59,6 +59,7 @@ class Job(Base):
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     idempotency_key: Mapped[str | None] = mapped_column(Text)
     request_fingerprint: Mapped[str | None] = mapped_column(Text)
+    submitted_by: Mapped[str | None] = mapped_column(Text)
     memory_limit_bytes: Mapped[int | None] = mapped_column(BigInteger)
     cpu_limit_seconds: Mapped[int | None] = mapped_column(Integer)
     open_files_limit: Mapped[int | None] = mapped_column(Integer)

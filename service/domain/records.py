@@ -31,6 +31,8 @@ class JobRecord:
     run_at: datetime | None = None
     timeout_seconds: float | None = None
     cancel_requested_at: datetime | None = None
+    submitted_by: str | None = None
+    """The name of the API token that submitted the job; None without authentication."""
     memory_limit_bytes: int | None = None
     cpu_limit_seconds: int | None = None
     open_files_limit: int | None = None
@@ -75,6 +77,7 @@ class NewJob:
     run_at: datetime | None = None
     """Not before then; None (or a time already past) means as soon as a slot is free."""
     timeout_seconds: float | None = None
+    submitted_by: str | None = None
     limits: JobLimits = NO_LIMITS
 
 

@@ -3,8 +3,8 @@
 Only adds columns (each NULL by default: no limit, files not removed yet) and one partial index; no column a view
 reads is changed, and the outcomes stay as they are.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004_submitted_by
 Create Date: 2026-12-10
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0004"
-down_revision: str | None = "0003"
+revision: str = "0005"
+down_revision: str | None = "0004_submitted_by"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
