@@ -44,15 +44,16 @@ _INSERT_JOBS = f"""
         FROM jsonb_to_recordset($1::jsonb) AS x(
             position integer, name text, program text, program_name text, arguments text[],
             max_attempts integer, priority integer, run_at timestamptz, timeout_seconds float8,
-            idempotency_key text, request_fingerprint text, submitted_by text)
+            idempotency_key text, request_fingerprint text, submitted_by text,
+            memory_limit_bytes bigint, cpu_limit_seconds integer, open_files_limit integer)
     ), j AS (
         INSERT INTO jobs (id, name, program, program_name, arguments, status, max_attempts, priority,
                           run_at, timeout_seconds, next_attempt_at, idempotency_key, request_fingerprint,
-                          submitted_by)
+                          submitted_by, memory_limit_bytes, cpu_limit_seconds, open_files_limit)
         OVERRIDING SYSTEM VALUE
         SELECT id, name, program, program_name, arguments, $2, max_attempts, priority,
                run_at, timeout_seconds, greatest(now(), run_at), idempotency_key, request_fingerprint,
-               submitted_by
+               submitted_by, memory_limit_bytes, cpu_limit_seconds, open_files_limit
         FROM input ORDER BY position
         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING *
@@ -82,6 +83,9 @@ def _insert_document(new_jobs: Sequence[NewJob], idempotency_key: str | None, fi
                 "idempotency_key": idempotency_key,
                 "request_fingerprint": fingerprint,
                 "submitted_by": job.submitted_by,
+                "memory_limit_bytes": job.limits.memory_bytes,
+                "cpu_limit_seconds": job.limits.cpu_seconds,
+                "open_files_limit": job.limits.open_files,
             }
             for position, job in enumerate(new_jobs)
         ]
