@@ -37,16 +37,20 @@ from service.db.connections import Database
 from service.db.engine import create_engine, redacted_url
 from service.db.job_store import JobStore
 from service.db.migrate import upgrade_to_head
+from service.db.retention_store import RetentionStore
 from service.domain.retry import RetryPolicy
 from service.runner.job_user import JobUserError, resolve_job_user
 from service.runner.keeper import KeeperKind, keeper_command
 from service.runner.launcher import ProcessLauncher
 from service.settings import Settings
+from service.stats.drainer import StatsDrainer
 from service.supervisor.config import SupervisorConfig
 from service.supervisor.listener import DueJobListener
 from service.supervisor.node import NodeLock, resolve_node_id
+from service.supervisor.pruner import Pruner, RetentionConfig
 from service.supervisor.reconciler import Reconciler
 from service.supervisor.supervisor import Supervisor
+from service.web import web_route_handlers, web_template_config
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +103,7 @@ def create_app(settings: Settings) -> Litestar:
                 observer=metrics,
             )
             app.state.engine = engine
-            job_store = JobStore(database)
-            app.state.job_store = job_store
+            app.state.job_store = job_store = JobStore(database)
             app.state.queue_gauge = QueueGauge(
                 lambda up_to: job_store.count_queued_jobs(up_to=up_to), limit=settings.max_queued_jobs
             )
@@ -110,12 +113,26 @@ def create_app(settings: Settings) -> Litestar:
                 programs=settings.programs,
                 max_attempts=settings.max_attempts,
                 timeout_seconds=settings.default_timeout_seconds,
+                limits=settings.job_limits,
             )
             app.state.output_access = OutputAccess(
                 output_dir=output_dir, node_id=node_id, tail_bytes=settings.output_tail_bytes
             )
             # A cancel asked for on any node wakes this one too: the attempt may be running here.
             listener = DueJobListener(database_url, supervisor.wake, on_cancel_requested=supervisor.cancel_requested)
+            maintenance = (
+                StatsDrainer(engine, interval_seconds=settings.stats_drain_interval_seconds),
+                Pruner(
+                    RetentionStore(database),
+                    RetentionConfig(
+                        node_id=node_id,
+                        output_dir=output_dir,
+                        output_retention_days=settings.output_retention_days,
+                        job_retention_days=settings.job_retention_days,
+                        interval_seconds=settings.prune_interval_seconds,
+                    ),
+                ),
+            )
             try:
                 # Before the first claim: adopt what a previous life left running, settle what it left behind.
                 await Reconciler(
@@ -128,12 +145,16 @@ def create_app(settings: Settings) -> Litestar:
                 ).run_once()
                 await supervisor.start()
                 await listener.start()
+                for loop in maintenance:
+                    await loop.start()
                 # Everything built at start-up lives as long as the process: out of the collector's sight, a full
                 # collection no longer walks it (each walk stalled every request in flight).
                 gc.collect()
                 gc.freeze()
                 yield
             finally:
+                for loop in maintenance:
+                    await loop.stop()
                 await listener.stop()
                 await supervisor.stop()
         finally:
@@ -148,6 +169,7 @@ def create_app(settings: Settings) -> Litestar:
             HealthController,
             MetricsController,
             DocsAssetController,
+            *web_route_handlers(),
         ],
         dependencies={
             name: from_state(name)
@@ -160,9 +182,15 @@ def create_app(settings: Settings) -> Litestar:
         # The request id first, so that a refused request too is answered with its id.
         middleware=[request_ids, BearerTokenMiddleware(tokens), metrics.submission_counter],
         after_exception=[metrics.count_database_error],
+        template_config=web_template_config(),
         logging_config=None,  # the entry point configures logging once, for the whole process
         openapi_config=openapi_config(),
     )
+    return _with_request_checks(app)
+
+
+def _with_request_checks(app: Litestar) -> Litestar:
+    """What needs the routes registered: each route's query parameters, and the OpenAPI document amended."""
     app.state[QUERY_PARAMETERS_STATE_KEY] = known_query_parameters(app.routes)
     refine_openapi(app)
     return app

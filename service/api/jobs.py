@@ -23,6 +23,7 @@ from service.api.auth import caller_name
 from service.api.back_pressure import QueueGauge
 from service.api.dependencies import JobDefaults, SupervisorHandle
 from service.api.errors import ProblemError, problem_response
+from service.api.job_limits import resolve_job_limits
 from service.api.schemas import JobCreate, JobDetail, JobRead
 from service.api.validation import (
     MAX_JSON_DEPTH,
@@ -181,6 +182,7 @@ class JobController(Controller):
             run_at=None if data.run_at is None else as_utc(data.run_at),
             timeout_seconds=data.timeout_seconds if data.timeout_seconds is not None else job_defaults.timeout_seconds,
             submitted_by=caller_name(request),
+            limits=resolve_job_limits(data, job_defaults.limits),
         )
         if idempotency_key is None:
             job = await job_store.submit_job(new_job)

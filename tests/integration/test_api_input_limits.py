@@ -154,6 +154,7 @@ async def test_the_largest_attempt_number_is_a_404_when_there_is_no_such_attempt
         ("maxAttempts", "2"),
         ("timeoutSeconds", "10"),
         ("timeoutSeconds", False),
+        ("memoryLimitBytes", "1073741824"),
     ],
 )
 async def test_a_number_must_be_a_json_number(client: Client, engine: AsyncEngine, field: str, value: Any) -> None:
@@ -210,6 +211,8 @@ async def test_a_program_filter_with_nul_is_refused(client: Client) -> None:
         ({"jobName": "a", "arguments": ["x"] * 257}, "arguments", "has 257 items; the limit is 256"),
         ({"jobName": "a", "priority": 1001}, "priority", "at most 1000"),
         ({"jobName": "a", "maxAttempts": 0}, "maxAttempts", "at least 1"),
+        # Past a bigint: without an upper bound, the insert failed (a 500) when JOB_MEMORY_LIMIT_BYTES is unset.
+        ({"jobName": "a", "memoryLimitBytes": 10**20}, "memoryLimitBytes", f"at most {2**60}"),
         ({"jobName": "a", "program": "../etc"}, "program", "63"),
         ({"jobName": "a\nb"}, "jobName", "control characters"),
     ],
