@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from service.db.engine import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_STATEMENT_TIMEOUT_SECONDS
 from service.domain.programs import DEFAULT_PROGRAM_NAME, PROGRAM_NAME_PATTERN
 from service.domain.shutdown import ShutdownMode
 from service.runner.keeper import KeeperKind
@@ -109,6 +110,42 @@ class Settings(BaseSettings):
         description="What records each program's exit status durably: auto, native (C), python, or none.",
     )
     job_env_passthrough: tuple[str, ...] = ()
+    database_connect_timeout_seconds: float = Field(
+        default=DEFAULT_CONNECT_TIMEOUT_SECONDS,
+        gt=0,
+        le=300,
+        description=(
+            "Seconds to wait for a new database connection (and for a free pooled one) before answering 503;"
+            " above 0, at most 300."
+        ),
+    )
+    database_statement_timeout_seconds: float = Field(
+        default=DEFAULT_STATEMENT_TIMEOUT_SECONDS,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds one statement of the API or the supervisor may run (the server's statement_timeout; the"
+            " client gives up a second later if the server stops answering); above 0, at most 3600."
+            " Migrations have no bound; /stats has DATABASE_STATS_TIMEOUT_SECONDS."
+        ),
+    )
+    database_stats_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        le=86400,
+        description=(
+            "Seconds one /stats statement may run: a rebuild of the rollup scans every attempt. Above 0, at most 86400."
+        ),
+    )
+    outcome_sweep_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds between sweeps that record, from their exit-status files, attempts of this node still"
+            " `running` in the database although nothing watches them any more; above 0, at most 3600."
+        ),
+    )
 
     @field_validator("log_level")
     @classmethod

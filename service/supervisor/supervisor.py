@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from service.db.attempt_store import AttemptStore
-from service.db.errors import DatabaseUnavailableError
+from service.db.errors import DatabaseUnavailableError, describe
 from service.domain.identifiers import format_job_id
 from service.domain.paths import attempt_files
 from service.domain.records import AttemptEnding, ClaimedAttempt, RecordedOutcome
@@ -66,6 +66,8 @@ class Supervisor:
         self._running: dict[int, _Watched] = {}
         self._watchers = TaskSet("attempt-watcher")
         self._recordings = TaskSet("outcome-writer")
+        # Attempts whose ending was observed and is being written: no longer watched, still `running` in the database.
+        self._outcomes_pending: set[int] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         # Looking for cancel requests costs a query: made when one is announced, and at least every poll interval
@@ -81,6 +83,15 @@ class Supervisor:
     def running_count(self) -> int:
         """Attempts whose process this node is watching (started here or adopted)."""
         return len(self._watchers)
+
+    @property
+    def claim_loop_running(self) -> bool:
+        """Whether the claim loop is alive (it keeps running through database outages)."""
+        return self._loop_task is not None and not self._loop_task.done()
+
+    def is_tracking(self, attempt_id: int) -> bool:
+        """Whether this supervisor watches the attempt's process, or is writing its outcome."""
+        return attempt_id in self._running or attempt_id in self._outcomes_pending
 
     @property
     def free_slots(self) -> int:
@@ -157,7 +168,15 @@ class Supervisor:
                 if self._cancel_check_due or loop.time() >= self._next_cancel_poll:
                     await self._apply_announced_cancels(loop)
                 started = await self.run_once()
-            except DatabaseUnavailableError:
+            except DatabaseUnavailableError as error:
+                logger.warning(
+                    "claim round failed (database unavailable: %s); trying again in %.1f s",
+                    describe(error),
+                    self._config.poll_interval_seconds,
+                )
+                started = 0
+            except Exception:
+                # Not a hiccup, but the loop must outlive it all the same: a stopped claim loop starts no job ever.
                 logger.exception("claim round failed; trying again in %.1f s", self._config.poll_interval_seconds)
                 started = 0
             if started and self.free_slots:
@@ -228,7 +247,7 @@ class Supervisor:
             ending = AttemptEnding(
                 outcome=AttemptOutcome.SPAWN_FAILED, finished_at=datetime.now(UTC), duration_ms=0, error=str(error)
             )
-            self._recordings.spawn(self._record_durably(key, ending), name=str(key))
+            self._record_in_background(key, ending)
             return
         watched = _Watched(key, process)
         self._running[key.attempt_id] = watched
@@ -301,7 +320,7 @@ class Supervisor:
             self._running.pop(key.attempt_id, None)
         ending = _as_stopped(watched, ending)
         # Written by a task of its own, so that a shutdown that stops watching never interrupts a write.
-        self._recordings.spawn(self._record_durably(key, ending), name=str(key))
+        self._record_in_background(key, ending)
 
     def _begin_stop(self, watched: _Watched, reason: AttemptOutcome, detail: str) -> bool:
         """SIGTERM the attempt's group now and SIGKILL what is left of it after the grace period. False if the
@@ -333,25 +352,46 @@ class Supervisor:
         while loop.time() < give_up and await asyncio.to_thread(watched.process.group_is_alive):  # noqa: ASYNC110
             await asyncio.sleep(GROUP_POLL_SECONDS)
 
+    def _record_in_background(self, key: AttemptKey, ending: AttemptEnding) -> None:
+        self._outcomes_pending.add(key.attempt_id)  # before the watcher lets go of it: the sweep must not race us
+        task = self._recordings.spawn(self._record_durably(key, ending), name=str(key))
+        task.add_done_callback(lambda _task: self._outcomes_pending.discard(key.attempt_id))
+
     async def _record_durably(self, key: AttemptKey, ending: AttemptEnding) -> None:
-        """Record the ending, retrying through database hiccups: an outcome observed is an outcome recorded."""
+        """Record the ending, retrying through database hiccups: an outcome observed is an outcome recorded.
+
+        An error that no retry can mend is logged and the attempt left to the sweep (and to the next start), which
+        read the outcome from the exit-status file.
+        """
+        try:
+            recorded = await self._write_outcome(key, ending)
+        except Exception:
+            logger.exception(
+                "could not record the outcome (%s) of %s: not an error that passes; it stays `running` in the "
+                "database until the outcome sweep (or the next start) records it from its exit-status file",
+                ending.outcome.value,
+                key,
+            )
+            return
+        self._log_outcome(key, ending, recorded)
+        if recorded is not None and recorded.retry_in_seconds is not None:
+            asyncio.get_running_loop().call_later(recorded.retry_in_seconds, self.wake)
+        self.wake()  # a slot is free
+
+    async def _write_outcome(self, key: AttemptKey, ending: AttemptEnding) -> RecordedOutcome | None:
         if ending.stdout_bytes == 0 and ending.stderr_bytes == 0:
             ending = replace(ending, stdout_tail="", stderr_tail="")  # the keeper counted no output: nothing to read
         else:
             ending = await asyncio.to_thread(
                 with_output_tails, ending, self._config.output_dir, key, self._config.output_tail_bytes
             )
-        recorded = await self._with_retries(
+        return await self._with_retries(
             "record the outcome of",
             key,
             lambda: self._attempts.record_outcome(
                 attempt_id=key.attempt_id, ending=ending, retry_policy=self._config.retry_policy
             ),
         )
-        self._log_outcome(key, ending, recorded)
-        if recorded is not None and recorded.retry_in_seconds is not None:
-            asyncio.get_running_loop().call_later(recorded.retry_in_seconds, self.wake)
-        self.wake()  # a slot is free
 
     async def _with_retries(self, what: str, key: AttemptKey, operation: Callable[[], Awaitable[T]]) -> T:
         delay = RECORD_RETRY_FIRST_DELAY_SECONDS
@@ -359,7 +399,7 @@ class Supervisor:
             try:
                 return await operation()
             except DatabaseUnavailableError as error:
-                logger.warning("could not %s %s (%s); retrying in %.1f s", what, key, error.__class__.__name__, delay)
+                logger.warning("could not %s %s (%s); retrying in %.1f s", what, key, describe(error), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECORD_RETRY_MAX_DELAY_SECONDS)
 
