@@ -38,7 +38,7 @@ format: install
 upgrade: install  ## apply the database migrations
 	$(BIN)/jobmanager db upgrade
 
-bench: $(VENV)/.bench-installed  ## the benchmarks of issue 6 next to their baselines (under 10 minutes); bench/results/
+bench: $(VENV)/.bench-installed  ## every benchmark next to its baseline; results in bench/results/
 	$(BIN)/python -m bench
 
 psql: install  ## psql on the configured database, embedded or not

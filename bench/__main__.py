@@ -1,37 +1,27 @@
-"""`python -m bench` (`make bench`): every benchmark of issue 6 in sequence, then one summary table.
+"""`python -m bench` (`make bench`): every benchmark in sequence, then one summary table.
 
 Each benchmark starts its own server on a fresh database of one PostgreSQL: DATABASE_URL's server when it is
 set, else an embedded one started once for the whole run. Each prints its figure next to a baseline measured in
 the same run, writes bench/results/<name>.json, and the table is also written to bench/results/summary.json.
---only runs some of them; the size options scale them (the defaults are the issue's sizes, which fit in about
-five minutes on a 2-core machine, plus bench/stats.py's). bench/stats.py (GET /stats at 1 M attempts, written
-separately) runs last when it exists: in-process if it has `run(context) -> list[Row]` like the others, else as
-`python -m bench.stats --attempts=<--history-jobs> --requests=<--history-requests>` on the same server, its
-results file read back into the table.
+--only runs some of them; the size options scale them.
 The exit status is 1 if a benchmark failed to run (ERROR), 0 otherwise: a missed goal is a figure, not a failure.
+
+`python -m bench seed --database-url URL ...` instead fills one database with a synthetic history (bench/seed.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import inspect
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from bench import accept, big_history, many_at_once, peer, restart, start_latency, throughput
+from bench import accept, big_history, many_at_once, peer, restart, seed, start_latency, stats, throughput
 from bench.harness import (
-    PROJECT_ROOT,
-    RESULTS_DIR,
     Context,
     Row,
     add_options,
@@ -39,7 +29,6 @@ from bench.harness import (
     postgres_server,
     print_table,
     rows_as_json,
-    verdict,
     write_results,
 )
 
@@ -51,69 +40,21 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "many_at_once": many_at_once.run,
     "big_history": big_history.run,
     "restart": restart.run,
+    "stats": stats.run,
 }
-STATS = "stats"
-STATS_LABEL = "6 big history: GET /stats"
-STATS_TIMEOUT_SECONDS = 600.0
 BUDGET_SECONDS = 600.0
 
 
-def run_stats(context: Context) -> list[Row]:
-    """bench/stats.py, written separately: in-process if it follows the protocol, else run with its own CLI."""
-    if importlib.util.find_spec("bench.stats") is None:
-        print("bench/stats.py does not exist yet: skipped", flush=True)
-        return [Row(STATS_LABEL, "skipped", "bench/stats.py not found", None, "", "SKIP")]
-    module = importlib.import_module("bench.stats")
-    run = getattr(module, "run", None)
-    if callable(run) and len(inspect.signature(run).parameters) == 1:
-        rows: list[Row] = run(context)
-        return rows
-    options = context.options
-    command = [
-        sys.executable,
-        "-m",
-        "bench.stats",
-        f"--attempts={options.history_jobs}",
-        f"--requests={options.history_requests}",
-    ]
-    results = RESULTS_DIR / "stats.json"
-    began = time.time()
-    completed = subprocess.run(
-        command,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "DATABASE_URL": context.server_url},
-        timeout=STATS_TIMEOUT_SECONDS,
-        check=False,
-    )
-    if completed.returncode != 0 or not results.exists() or results.stat().st_mtime < began:
-        return [Row(STATS_LABEL, f"python -m bench.stats: exit {completed.returncode}", "", None, "", "ERROR")]
-    return [stats_row(json.loads(results.read_text(encoding="utf-8")), options.history_jobs)]
-
-
-def stats_row(results: dict[str, Any], attempts: int) -> Row:
-    """The summary line of bench/stats.py's results file (its own format)."""
-    try:
-        stats, health = results["latencies"]["stats"], results["latencies"]["health"]
-        return Row(
-            STATS_LABEL,
-            f"p95 {stats['p95_ms']:.1f} ms, p50 {stats['p50_ms']:.1f} ms at {attempts} attempts",
-            f"GET /health p95 {health['p95_ms']:.2f} ms",
-            results["ratios_to_health"]["p95"],
-            f"p95 <= {results['goal_p95_ms']:.0f} ms",
-            verdict(bool(results["goal_met"])),
-        )
-    except (KeyError, TypeError) as error:
-        return Row(STATS_LABEL, "ran; see its output above", f"unknown results format ({error})", None, "", "-")
-
-
 def main() -> None:
+    if sys.argv[1:2] == ["seed"]:
+        sys.exit(seed.main(sys.argv[2:]))
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_options(parser)
-    parser.add_argument("--only", nargs="+", choices=[*BENCHMARKS, STATS], help="run only these benchmarks")
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these benchmarks")
     options = parser.parse_args()
-    selected = options.only or [*BENCHMARKS, STATS]
+    selected = options.only or list(BENCHMARKS)
     described = machine()
     print(f"bench: {', '.join(selected)}")
     print(f"machine: {described}", flush=True)
@@ -128,7 +69,7 @@ def main() -> None:
             print(f"\n== {name} == (load average {loads[name]:.2f})", flush=True)
             began = time.monotonic()
             try:
-                rows.extend(run_stats(context) if name == STATS else BENCHMARKS[name](context))
+                rows.extend(BENCHMARKS[name](context))
             except Exception as error:  # one broken benchmark must not hide the others' figures
                 traceback.print_exc()
                 rows.append(Row(name, f"{type(error).__name__}: {error}".splitlines()[0][:100], "", None, "", "ERROR"))

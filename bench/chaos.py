@@ -118,7 +118,7 @@ def chaos_rounds(database_url: str, folder: Path, job_count: int, rounds: int, s
             # Few slots, so the jobs span every kill round instead of finishing before the first ones.
             "MAX_CONCURRENT_JOBS": "25",
             "MAX_ATTEMPTS": "2",
-            "RETRY_BACKOFF_SECONDS": "0.2",
+            "RETRY_BACKOFF_BASE_SECONDS": "0.2",
             "LOG_LEVEL": "INFO",
         },
     )

@@ -45,7 +45,7 @@ SERVICE_VARIABLES = (
     "NODE_ID",
     "MAX_CONCURRENT_JOBS",
     "MAX_ATTEMPTS",
-    "RETRY_BACKOFF_SECONDS",
+    "RETRY_BACKOFF_BASE_SECONDS",
     "POLL_INTERVAL_SECONDS",
     "SHUTDOWN_GRACE_SECONDS",
     "SHUTDOWN_MODE",
@@ -180,7 +180,7 @@ async def connected(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         await connection.close()
 
 
-# --- shared by the benchmarks of issue 6 (python -m bench) ---------------------------------------------------------
+# --- shared by the benchmarks of python -m bench -----------------------------------------------------------------
 
 FINAL_STATUSES = ("completed", "crashed", "cancelled")
 # Attempts whose program runs: the service releases a program only once its pid is committed.
@@ -219,7 +219,7 @@ def console_tail(data_dir: Path, lines: int = 20) -> str:
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     """Every benchmark's sizes, in one parser: `python -m bench` and each `python -m bench.<name>` accept them all."""
-    group = parser.add_argument_group("sizes (defaults per issue 6)")
+    group = parser.add_argument_group("sizes")
     group.add_argument("--jobs", type=int, default=2000, help="no-op jobs for throughput and peer (2000)")
     group.add_argument("--program", default="/bin/true", help="the no-op program (/bin/true)")
     group.add_argument("--slots", type=int, default=32, help="MAX_CONCURRENT_JOBS, and the peer's concurrency (32)")

@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.harness import write_results
 from service.runner.keeper import KeeperKind, keeper_command
-from service.runner.process import ProcessLauncher, ProcessSpec
+from service.runner.launcher import ProcessLauncher, ProcessSpec
 from service.settings import Settings
 
 NO_OP_PROGRAM = "/bin/true"

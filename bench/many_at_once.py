@@ -2,7 +2,7 @@
 
     python -m bench.many_at_once [--many 2000] [--many-sleep 120]
 
-The issue says `sleep 30`; they sleep 120 s here because on a busy 2-core machine starting 2,000 of them can take
+The jobs sleep 120 s, not 30, because on a busy 2-core machine starting 2,000 of them can take
 30 s, and the first would end before the measurement: what matters is that all of them sleep during the window.
 
 The service (MAX_CONCURRENT_JOBS=--many) is measured idle first, then with --many sleeping jobs, each over the

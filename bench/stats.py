@@ -2,7 +2,8 @@
 
     python -m bench.stats [--attempts 1000000] [--requests 200] [--seed 1]
 
-Seeds a fresh database with `jobmanager bench seed --attempts N` (the real command, progress bar and all), starts
+`python -m bench` runs it as one of its benchmarks, at --history-jobs attempts and --history-requests requests.
+Seeds a fresh database with `python -m bench seed --attempts N` (the real command, progress bar and all), starts
 the real server (`python -m service`) on it, and times, with one HTTP client, alternating requests:
 
 - GET /health (one `SELECT 1`: the HTTP + database round trip every request pays) - the baseline;
@@ -11,7 +12,7 @@ the real server (`python -m service`) on it, and times, with one HTTP client, al
 - GET /stats?namePrefix=task and ?since=24h (a scan of the matching attempts), and ?since=3650d (a scan of
   everything: what every request would cost without the rollup).
 
-Goal (issue 5): GET /stats p95 <= 100 ms at 1 M attempts. Results go to bench/results/stats.json.
+Goal: GET /stats p95 <= 100 ms at 1 M attempts. Results go to bench/results/stats.json.
 """
 
 from __future__ import annotations
@@ -33,8 +34,20 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.harness import SERVICE_VARIABLES, ServerProcess, fresh_database, postgres_server, write_results
+from bench.harness import (
+    PROJECT_ROOT,
+    Context,
+    Row,
+    ServerProcess,
+    fresh_database,
+    postgres_server,
+    verdict,
+    write_results,
+)
 
+NAME = "stats"
+LABEL = "6 big history: GET /stats"
+DEFAULT_SEED = 1
 GOAL_P95_MS = 100.0
 WARM_UP_REQUESTS = 10
 FOLD_BATCH_ATTEMPTS = 200
@@ -81,13 +94,19 @@ def timed(client: httpx.Client, path: str, check: Callable[[dict[str, Any]], Non
 
 
 def seed(database_url: str, attempts: int, seed_value: int) -> dict[str, float]:
-    """`jobmanager bench seed` as a user runs it; its progress bar goes to this terminal."""
-    environment = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
-    environment["DATABASE_URL"] = database_url
+    """`python -m bench seed` as a user runs it; its progress bar goes to this terminal."""
     started = time.perf_counter()
     completed = subprocess.run(
-        [sys.executable, "-m", "service", "bench", "seed", "--attempts", str(attempts), "--seed", str(seed_value)],
-        env=environment,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "seed",
+            f"--database-url={database_url}",
+            f"--attempts={attempts}",
+            f"--seed={seed_value}",
+        ],
+        cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         text=True,
         check=True,
@@ -149,23 +168,14 @@ def measure(base_url: str, database_url: str, requests: int) -> dict[str, dict[s
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--attempts", type=int, default=1_000_000, help="attempts to seed (1000000)")
-    parser.add_argument("--requests", type=int, default=200, help="timed GET /stats and GET /health each (200)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic history (1)")
-    options = parser.parse_args()
-
-    with (
-        postgres_server() as server_url,
-        fresh_database(server_url) as database_url,
-        tempfile.TemporaryDirectory(prefix="jobmanager-bench-stats-") as folder,
-    ):
-        print(f"seeding {options.attempts:,} attempts ...", flush=True)
-        seeding = seed(database_url, options.attempts, options.seed)
+def benchmark(server_url: str, folder: Path, *, attempts: int, requests: int, seed_value: int) -> dict[str, Any]:
+    """Seed a fresh database on `server_url`, time the requests, print and write the results; returns them."""
+    with fresh_database(server_url) as database_url:
+        print(f"seeding {attempts:,} attempts ...", flush=True)
+        seeding = seed(database_url, attempts, seed_value)
         facts = asyncio.run(database_facts(database_url))
-        data_dir = Path(folder) / "data"
-        data_dir.mkdir()
+        data_dir = folder / "data"
+        data_dir.mkdir(parents=True)
         server = ServerProcess(
             database_url=database_url,
             data_dir=data_dir,
@@ -173,8 +183,8 @@ def main() -> None:
         )
         server.start()
         try:
-            print(f"timing {options.requests} x GET /stats and GET /health ...", flush=True)
-            latencies = measure(server.base_url, database_url, options.requests)
+            print(f"timing {requests} x GET /stats and GET /health ...", flush=True)
+            latencies = measure(server.base_url, database_url, requests)
         finally:
             server.stop()
 
@@ -192,25 +202,62 @@ def main() -> None:
         f"\nGET /stats p95 {stats['p95_ms']:.1f} ms at {facts['attempts']:,} attempts "
         f"({ratios['p95']:.1f}x GET /health's p95): goal <= {GOAL_P95_MS:.0f} ms {'met' if met else 'MISSED'}"
     )
-    path = write_results(
-        "stats",
-        {
-            "goal_p95_ms": GOAL_P95_MS,
-            "goal_met": met,
-            "ratios_to_health": {key: round(value, 2) for key, value in ratios.items()},
-            "latencies": latencies,
-            "seeding": seeding,
-            "history": facts,
-            "machine": {
-                "cpus": os.cpu_count(),
-                "load_average_1m_at_end": round(os.getloadavg()[0], 2),
-                "python": platform.python_version(),
-                "system": platform.platform(),
-            },
-            "options": vars(options),
+    results: dict[str, Any] = {
+        "goal_p95_ms": GOAL_P95_MS,
+        "goal_met": met,
+        "ratios_to_health": {key: round(value, 2) for key, value in ratios.items()},
+        "latencies": latencies,
+        "seeding": seeding,
+        "history": facts,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(),
+            "system": platform.platform(),
         },
-    )
+        "options": {"attempts": attempts, "requests": requests, "seed": seed_value},
+    }
+    path = write_results(NAME, results)
     print(f"results: {path}")
+    return results
+
+
+def row(results: dict[str, Any], attempts: int) -> Row:
+    """The summary line of `python -m bench`."""
+    stats, health = results["latencies"]["stats"], results["latencies"]["health"]
+    return Row(
+        LABEL,
+        f"p95 {stats['p95_ms']:.1f} ms, p50 {stats['p50_ms']:.1f} ms at {attempts} attempts",
+        f"GET /health p95 {health['p95_ms']:.2f} ms",
+        results["ratios_to_health"]["p95"],
+        f"p95 <= {results['goal_p95_ms']:.0f} ms",
+        verdict(bool(results["goal_met"])),
+    )
+
+
+def run(context: Context) -> list[Row]:
+    """As one benchmark of `python -m bench`: --history-jobs attempts, --history-requests requests."""
+    options = context.options
+    results = benchmark(
+        context.server_url,
+        context.scratch(NAME),
+        attempts=options.history_jobs,
+        requests=options.history_requests,
+        seed_value=DEFAULT_SEED,
+    )
+    return [row(results, options.history_jobs)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--attempts", type=int, default=1_000_000, help="attempts to seed (1000000)")
+    parser.add_argument("--requests", type=int, default=200, help="timed GET /stats and GET /health each (200)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the synthetic history (1)")
+    options = parser.parse_args()
+    with postgres_server() as server_url, tempfile.TemporaryDirectory(prefix="jobmanager-bench-stats-") as folder:
+        benchmark(
+            server_url, Path(folder), attempts=options.attempts, requests=options.requests, seed_value=options.seed
+        )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from service.db.job_store import JobStore
 from service.db.migrate import upgrade_to_head
 from service.domain.retry import RetryPolicy
 from service.runner.keeper import keeper_command
-from service.runner.process import ProcessLauncher
+from service.runner.launcher import ProcessLauncher
 from service.settings import Settings
 from service.supervisor.config import SupervisorConfig
 from service.supervisor.listener import DueJobListener

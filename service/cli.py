@@ -1,14 +1,16 @@
-"""The command line: `jobmanager serve` (the default), `db upgrade`, `psql`, and `bench seed`."""
+"""The command line: `jobmanager serve` (the default), `db upgrade`, `psql`, and `bench` (from a source checkout)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from pydantic import ValidationError
@@ -21,6 +23,9 @@ from service.logs import configure_logging
 from service.settings import Settings, describe_settings_error
 
 EXIT_BAD_CONFIGURATION = 2
+EXIT_NO_BENCHMARKS = 2
+# The benchmarks are not part of the installed package: they sit next to it in a source checkout only.
+CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def resolve_database_url(settings: Settings) -> str:
@@ -90,14 +95,17 @@ def open_psql(settings: Settings, extra_arguments: Sequence[str]) -> int:
         signal.signal(signal.SIGINT, previous_handler)
 
 
-def seed_database(settings: Settings, *, attempts: int, seed: int, days: int) -> None:
-    from service.stats.seed import run_seed  # noqa: PLC0415  (only this command needs the generator)
-
-    result = run_seed(resolve_database_url(settings), attempts, seed=seed, days=days)
-    print(
-        f"seeded {result.attempts:,} attempts of {result.jobs:,} jobs in {result.seconds:.1f} s "
-        f"(the /stats rollup took {result.rollup_seconds:.1f} s of it)"
-    )
+def run_bench(arguments: Sequence[str]) -> int:
+    """`python -m bench` with these arguments, from the source checkout this service runs from."""
+    if not (CHECKOUT_ROOT / "bench" / "__main__.py").is_file():
+        print(
+            "jobmanager: the benchmarks ship with the source only; run `python -m bench` from a checkout",
+            file=sys.stderr,
+        )
+        return EXIT_NO_BENCHMARKS
+    search_path = [str(CHECKOUT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(search_path)}
+    return subprocess.call([sys.executable, "-m", "bench", *arguments], env=environment)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments_given[:1] == ["psql"]:
         # Everything after `psql` is psql's own (-c, -f, ...), which argparse would try to parse as ours.
         return open_psql(load_settings(), arguments_given[1:])
+    if arguments_given[:1] == ["bench"]:
+        # `python -m bench` has its own options; nothing here reads the configured database for it.
+        return run_bench(arguments_given[1:])
     parser = argparse.ArgumentParser(prog="jobmanager", description="Concurrent Job Manager")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the HTTP API and the supervisor (the default)")
@@ -113,12 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     db_commands.add_parser("upgrade", help="apply the Alembic migrations up to the newest")
     psql = commands.add_parser("psql", help="open psql on the configured database (embedded or not)")
     psql.add_argument("psql_arguments", nargs=argparse.REMAINDER, help="passed on to psql, e.g. -c 'SELECT 1'")
-    bench = commands.add_parser("bench", help="benchmark helpers")
-    bench_commands = bench.add_subparsers(dest="bench_command", required=True)
-    seed = bench_commands.add_parser("seed", help="add a realistic synthetic history to the configured database")
-    seed.add_argument("--attempts", type=_positive_int, default=1_000_000, help="attempts to add (default 1000000)")
-    seed.add_argument("--seed", type=int, default=1, help="the same seed gives the same history (default 1)")
-    seed.add_argument("--days", type=_positive_int, default=30, help="how far back the history reaches (default 30)")
+    bench = commands.add_parser("bench", help="the benchmarks, and `bench seed` (python -m bench, from a checkout)")
+    bench.add_argument("bench_arguments", nargs=argparse.REMAINDER, help="passed on to python -m bench")
     arguments = parser.parse_args(arguments_given)
 
     settings = load_settings()
@@ -128,13 +135,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         upgrade_database(settings)
     elif arguments.command == "psql":
         return open_psql(settings, arguments.psql_arguments)
-    elif arguments.command == "bench":
-        seed_database(settings, attempts=arguments.attempts, seed=arguments.seed, days=arguments.days)
     return 0
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
-    return number

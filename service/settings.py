@@ -11,12 +11,12 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from service.db.engine import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_STATEMENT_TIMEOUT_SECONDS
+from service.domain.limits import MAX_TIMEOUT_SECONDS
 from service.domain.programs import DEFAULT_PROGRAM_NAME, PROGRAM_NAME_PATTERN
 from service.domain.shutdown import ShutdownMode
 from service.runner.keeper import KeeperKind
 from service.runner.program import BUNDLED_SAMPLE_JOB
 
-MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
 MEBIBYTE = 1024 * 1024
 DEFAULT_RETRY_BACKOFF_BASE_SECONDS = 1.0
 
@@ -58,58 +58,173 @@ class Settings(BaseSettings):
     )
 
     job_script_path: Path | None = Field(
-        default=None, description="The program a job runs; unset runs the bundled sample job."
+        default=None,
+        description=(
+            "The default program, named `default`: what a job runs, as `[program, *arguments]`, unless it names"
+            " another of `ALLOWED_PROGRAMS`. Must be an existing file. A `.py` file runs with the service's own"
+            " Python interpreter; anything else is executed directly (on Linux it needs its exec bit and a shebang)."
+            " Each job stores the program it was accepted with, so a change affects new jobs only."
+            " Unset: the bundled sample job, `service/samples/sample_job.py`."
+        ),
     )
-    host: str = Field(default="127.0.0.1", min_length=1, description="Address the HTTP API binds to.")
-    port: Annotated[int, Field(ge=1, le=65535)] = 3000
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description=(
+            "Address the API binds to. The API has no authentication: keep the loopback default unless something"
+            " in front of it authenticates."
+        ),
+    )
+    port: Annotated[int, Field(ge=1, le=65535, description="TCP port of the API, 1 to 65535.")] = 3000
     database_url: str | None = Field(
         default=None,
-        description="PostgreSQL URL; unset starts an embedded PostgreSQL under DATA_DIR/postgres.",
+        description=(
+            "PostgreSQL URL: `postgresql://`, `postgres://` or `postgresql+asyncpg://`. The database must exist;"
+            " the service creates its tables. Unset: the service starts an embedded PostgreSQL under"
+            " `DATA_DIR/postgres`. Jobs never see this variable."
+        ),
     )
-    data_dir: Path = Path("data")
-    log_file: Path = Path("logs/app.log")
-    log_level: str = "INFO"
+    data_dir: Path = Field(
+        default=Path("data"),
+        description=(
+            "This node's folder: the embedded PostgreSQL (`postgres/`), the node id (`node-id`), every attempt's"
+            " output and exit status (`output/`), the compiled exit keeper (`bin/`). One folder per node."
+        ),
+    )
+    log_file: Path = Field(
+        default=Path("logs/app.log"),
+        description="The log file (also written to the console), rotated at 10 MiB, 5 old files kept.",
+    )
+    log_level: str = Field(default="INFO", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`, any case.")
     node_id: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
-        description="This node's name in the attempts table; unset keeps a generated one in DATA_DIR/node-id.",
+        description=(
+            "This node's name in the `attempts` table. Must stay the same across restarts and differ between"
+            " nodes. Letters, digits, `.`, `_`, `-`; at most 63 characters, starting with a letter or a digit."
+            " Unset: generated once as `<hostname>-<8 hex digits>` and kept in `DATA_DIR/node-id`."
+        ),
     )
-    max_concurrent_jobs: Annotated[int, Field(ge=1, le=100_000)] = 10
-    max_attempts: Annotated[int, Field(ge=1, le=20)] = 2
+    max_concurrent_jobs: Annotated[
+        int, Field(ge=1, le=100_000, description="How many jobs this node runs at once, 1 to 100000.")
+    ] = 10
+    max_attempts: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=20,
+            description=(
+                "Attempts a job may have in all, 1 to 20: `2` retries a failed job once. Stored with each job when it"
+                " is accepted."
+            ),
+        ),
+    ] = 2
     retry_backoff_base_seconds: float | None = Field(
         default=None,
         ge=0,
         le=3600,
-        description="The longest wait before a first retry; each later one may wait up to twice as long.",
+        description=(
+            "The longest wait before a first retry, 0 to 3600. After attempt n fails, the next waits a random time"
+            " between 0 and `min(cap, base * 2^(n-1))` (exponential backoff with full jitter)."
+            " Unset: 1.0."
+        ),
     )
-    retry_backoff_seconds: float | None = Field(
-        default=None,
-        ge=0,
-        le=3600,
-        description="The older name of RETRY_BACKOFF_BASE_SECONDS, read when that one is unset.",
-    )
-    retry_backoff_cap_seconds: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    retry_backoff_cap_seconds: Annotated[
+        float, Field(ge=0, le=86400, description="No wait before a retry is longer, 0 to 86400.")
+    ] = 300.0
     default_timeout_seconds: float | None = Field(
-        default=None, gt=0, le=MAX_TIMEOUT_SECONDS, description="timeoutSeconds of a job that gives none; unset: none."
+        default=None,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        description=(
+            "`timeoutSeconds` of a job that gives none: an attempt running longer is ended and recorded"
+            " `timed_out`. Above 0, at most 2592000 (30 days). Unset: no timeout."
+        ),
     )
-    cancel_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    cancel_grace_seconds: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=3600,
+            description=(
+                "A cancelled or timed-out attempt's process group gets `SIGTERM`, then `SIGKILL` this long after if"
+                " any of it still runs, 0 to 3600."
+            ),
+        ),
+    ] = 10.0
     allowed_programs: dict[str, Path] = Field(
         default_factory=dict,
-        description="Programs a job may name besides `default` (JOB_SCRIPT_PATH), as a JSON object name -> path.",
+        description=(
+            'More programs a job may name (`"program": "report"`), as a JSON object name → path:'
+            ' `ALLOWED_PROGRAMS=\'{"report": "/opt/jobs/report.sh"}\'`. Each path must be an existing file'
+            " (checked at start-up); names are letters, digits, `.`, `_`, `-`; `default` is `JOB_SCRIPT_PATH`'s."
+            " A client only ever gives a name."
+        ),
     )
-    output_limit_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * MEBIBYTE)] = 10 * MEBIBYTE
-    output_tail_bytes: Annotated[int, Field(ge=0, le=16 * MEBIBYTE)] = 64 * 1024
-    poll_interval_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
-    shutdown_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    output_limit_bytes: Annotated[
+        int,
+        Field(
+            ge=1024,
+            le=1024 * 1024 * MEBIBYTE,
+            description=(
+                "Bytes of each output stream (stdout, stderr) kept in its file, 1024 to 1 TiB (default 10 MiB);"
+                " past it, a truncation marker and the stream's last `OUTPUT_TAIL_BYTES`. Without an exit keeper"
+                " the files are not bounded."
+            ),
+        ),
+    ] = 10 * MEBIBYTE
+    output_tail_bytes: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=16 * MEBIBYTE,
+            description=(
+                "The end of each stream kept past the limit, and stored on the attempt row when it ends"
+                " (`attempts.stdout_tail`, `stderr_tail`), 0 to 16 MiB (default 64 KiB)."
+            ),
+        ),
+    ] = 64 * 1024
+    poll_interval_seconds: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=60,
+            description=(
+                "How often the supervisor looks for due jobs when nothing woke it (jobs submitted through another"
+                " node). A job submitted to this node wakes it at once. Above 0, at most 60."
+            ),
+        ),
+    ] = 1.0
+    shutdown_grace_seconds: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=3600,
+            description="For `drain` and `kill`: how long a graceful stop waits for running jobs, 0 to 3600.",
+        ),
+    ] = 10.0
     shutdown_mode: ShutdownMode = Field(
         default=ShutdownMode.LEAVE,
-        description="What a graceful stop does with running jobs: leave (adopted on restart), drain, or kill.",
+        description=(
+            "What a graceful stop does with running jobs: `leave` them for the next start to adopt, `drain`"
+            " (wait up to `SHUTDOWN_GRACE_SECONDS` for them) or `kill` them."
+        ),
     )
     exit_keeper: KeeperKind = Field(
         default=KeeperKind.AUTO,
-        description="What records each program's exit status durably: auto, native (C), python, or none.",
+        description=(
+            "What records each program's exit status in a file, so that it survives the service: `auto` (the"
+            " compiled keeper if a C compiler is found, else the Python one), `native` (start-up fails without a"
+            " C compiler), `python` or `none`. Ignored on Windows, which has no keeper."
+        ),
     )
-    job_env_passthrough: tuple[str, ...] = ()
+    job_env_passthrough: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Extra environment variable names a job may inherit, as a JSON list:"
+            ' `JOB_ENV_PASSTHROUGH=\'["HTTP_PROXY", "HTTPS_PROXY"]\'`.'
+        ),
+    )
     database_connect_timeout_seconds: float = Field(
         default=DEFAULT_CONNECT_TIMEOUT_SECONDS,
         gt=0,
@@ -192,10 +307,9 @@ class Settings(BaseSettings):
 
     @property
     def retry_backoff_base(self) -> float:
-        """RETRY_BACKOFF_BASE_SECONDS, else the older RETRY_BACKOFF_SECONDS, else 1 s."""
-        for value in (self.retry_backoff_base_seconds, self.retry_backoff_seconds):
-            if value is not None:
-                return value
+        """RETRY_BACKOFF_BASE_SECONDS, else 1 s."""
+        if self.retry_backoff_base_seconds is not None:
+            return self.retry_backoff_base_seconds
         return DEFAULT_RETRY_BACKOFF_BASE_SECONDS
 
     @property

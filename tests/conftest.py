@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.db.engine import create_engine, libpq_url
 from service.db.migrate import upgrade_to_head
 from service.runner.keeper import KeeperKind, keeper_command
-from service.runner.process import ProcessLauncher
+from service.runner.launcher import ProcessLauncher
 from service.settings import Settings
 from tests.support.stores import Stores
 
@@ -169,7 +169,7 @@ def make_settings(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
             "data_dir": tmp_path / "data",
             "log_file": tmp_path / "logs" / "app.log",
             "node_id": "test-node",
-            "retry_backoff_seconds": 0.05,
+            "retry_backoff_base_seconds": 0.05,
             "poll_interval_seconds": 0.2,
             "shutdown_grace_seconds": 5,
         }

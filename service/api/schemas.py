@@ -8,6 +8,7 @@ from typing import Annotated, Self
 import msgspec
 
 from service.domain.identifiers import format_job_id
+from service.domain.limits import MAX_TIMEOUT_SECONDS
 from service.domain.programs import PROGRAM_NAME_PATTERN
 from service.domain.records import AttemptRecord, JobRecord
 from service.domain.status import AttemptOutcome, JobStatus
@@ -16,7 +17,6 @@ MAX_JOB_NAME_LENGTH = 200
 MAX_ARGUMENTS = 256
 MAX_ARGUMENT_LENGTH = 4096
 PRIORITY_LIMIT = 1000
-MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
 MAX_ATTEMPTS_LIMIT = 20
 
 # No C0 control characters and no DEL in a name: it is shown in logs, terminals and psql.

@@ -11,8 +11,8 @@ from service.domain.identifiers import format_job_id
 from service.domain.paths import attempt_files
 from service.domain.records import AttemptEnding, AttemptRecord, ClaimedAttempt
 from service.domain.status import AttemptOutcome
+from service.runner.exit_status import ProcessExit
 from service.runner.output import tail_text
-from service.runner.process import ProcessExit
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,9 @@ from service.db.attempt_store import AttemptStore
 from service.domain.paths import attempt_files
 from service.domain.records import AttemptEnding, AttemptRecord, RunningAttempt
 from service.domain.retry import RetryPolicy
-from service.runner.process import IS_WINDOWS, RunningProcess, is_same_process, read_exit_status
+from service.runner.exit_status import read_exit_status
+from service.runner.identity import IS_WINDOWS, is_same_process
+from service.runner.launcher import RunningProcess
 from service.supervisor.config import DEFAULT_OUTPUT_TAIL_BYTES
 from service.supervisor.endings import AttemptKey, ending_from_exit, lost_ending, with_output_tails
 from service.supervisor.supervisor import Supervisor

@@ -21,7 +21,7 @@ from service.domain.records import AttemptEnding, ClaimedAttempt, RecordedOutcom
 from service.domain.shutdown import ShutdownMode
 from service.domain.status import AttemptOutcome, JobStatus
 from service.runner.environment import child_environment
-from service.runner.process import ExitUnknownError, ProcessLauncher, ProcessSpec, RunningProcess, SpawnError
+from service.runner.launcher import ExitUnknownError, ProcessLauncher, ProcessSpec, RunningProcess, SpawnError
 from service.runner.program import command_prefix
 from service.supervisor.config import SupervisorConfig
 from service.supervisor.endings import AttemptKey, ending_from_exit, lost_ending, with_output_tails

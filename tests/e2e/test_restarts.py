@@ -42,7 +42,7 @@ exit "$3"
 """
 MAX_ATTEMPTS = 2
 # Long enough that no retry is claimed before a test has stopped the first server, short enough to keep tests fast.
-RETRY_BACKOFF_SECONDS = 0.5
+RETRY_BACKOFF_BASE_SECONDS = 0.5
 SIGTERM = 15
 # Twelve jobs as (seconds, exit code): half succeed, half fail with codes 1 to 3. The failing ones are the shorter,
 # as they run twice.
@@ -149,7 +149,7 @@ class Installation:
         defaults = {
             "MAX_CONCURRENT_JOBS": "50",  # the whole batch at once
             "MAX_ATTEMPTS": str(MAX_ATTEMPTS),
-            "RETRY_BACKOFF_SECONDS": str(RETRY_BACKOFF_SECONDS),
+            "RETRY_BACKOFF_BASE_SECONDS": str(RETRY_BACKOFF_BASE_SECONDS),
             "POLL_INTERVAL_SECONDS": "0.2",
         }
         environment = service_environment(

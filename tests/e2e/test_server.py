@@ -109,13 +109,13 @@ def test_jobs_run_are_reported_and_survive_a_restart(
             LOG_FILE=str(log_file),
             JOB_SCRIPT_PATH=str(script),
             MAX_CONCURRENT_JOBS="4",
-            RETRY_BACKOFF_SECONDS="0.1",
+            RETRY_BACKOFF_BASE_SECONDS="0.1",
         )
 
     server = start_server(environment())
     first_health = server.wait_until_healthy()
     with server.client() as client:
-        # The issue's own example first; names vary so that the /stats patterns split them.
+        # The contract's own example first (task-123); names vary so that the /stats patterns split them.
         jobs = [
             submit(client, "task-123", executions, 0),
             submit(client, "nightly-report-7", executions, 0),

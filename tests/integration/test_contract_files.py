@@ -1,4 +1,5 @@
-"""The files a user reads or imports agree with the code: Postman collection, README queries, compose file, .env."""
+"""The files a user reads or imports agree with the code: Postman collection, psql queries of the README and
+docs/psql.md, compose file, .env."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from tests.support.stores import Stores
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 POSTMAN_COLLECTION = REPOSITORY_ROOT / "postman_collection.json"
 README = REPOSITORY_ROOT / "README.md"
-PSQL_SECTION_HEADING = "## Analysing history with psql"
+README_TOUR_HEADING = "## A short tour"
+PSQL_GUIDE = REPOSITORY_ROOT / "docs" / "psql.md"
 COMPOSE_FILE = REPOSITORY_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = REPOSITORY_ROOT / ".env.example"
 COMPOSE_CONFIG_SECONDS = 60
@@ -122,21 +124,23 @@ def test_postman_collection_matches_the_routes(app_routes: dict[tuple[str, str],
     assert not missing, f"routes without a request in {POSTMAN_COLLECTION.name}: {missing}"
 
 
-def readme_psql_queries() -> list[tuple[str, list[str]]]:
-    """Each ```sql block of the psql section, with the columns of the psql output block that follows it."""
-    text = README.read_text(encoding="utf-8")
-    heading = re.search(rf"^{re.escape(PSQL_SECTION_HEADING)}[ \t]*$", text, flags=re.MULTILINE)
-    assert heading is not None, f"README.md has no {PSQL_SECTION_HEADING!r} section"
-    section = text[heading.end() :]
-    following = re.search(r"^## ", section, flags=re.MULTILINE)
-    if following:
-        section = section[: following.start()]
+def psql_queries(document: Path, section_heading: str | None = None) -> list[tuple[str, list[str]]]:
+    """Each ```sql block of a document (of one `## ` section of it, if a heading is given), with the columns of the
+    psql output block that follows it."""
+    section = document.read_text(encoding="utf-8")
+    if section_heading is not None:
+        heading = re.search(rf"^{re.escape(section_heading)}[ \t]*$", section, flags=re.MULTILINE)
+        assert heading is not None, f"{document.name} has no {section_heading!r} section"
+        section = section[heading.end() :]
+        following = re.search(r"^## ", section, flags=re.MULTILINE)
+        if following:
+            section = section[: following.start()]
     queries = []
     for match in re.finditer(r"^```sql[ \t]*\n(.*?)^```[ \t]*\n", section, flags=re.MULTILINE | re.DOTALL):
         query = match.group(1).strip()
         # The next block shows what psql printed; its first line is the column header: " a | b | c ".
         output = re.match(r"\s*^```(?:text)?[ \t]*\n(.*?)^```", section[match.end() :], flags=re.MULTILINE | re.DOTALL)
-        assert output is not None, f"README query is not followed by the output it gives:\n{query}"
+        assert output is not None, f"{document.name} query is not followed by the output it gives:\n{query}"
         header = output.group(1).strip("\n").splitlines()[0]
         queries.append((query, [column.strip() for column in header.split("|")]))
     return queries
@@ -183,17 +187,23 @@ async def seed_history(stores: Stores) -> None:
 
 
 async def test_readme_psql_queries_run_on_a_real_history(engine: AsyncEngine, stores: Stores) -> None:
+    assert PSQL_GUIDE.is_file(), "docs/psql.md is missing"
     assert README.is_file(), "README.md is missing"
-    queries = readme_psql_queries()
-    assert len(queries) >= 6, f"expected at least 6 ```sql blocks under {PSQL_SECTION_HEADING!r}, found {len(queries)}"
+    guide_queries = psql_queries(PSQL_GUIDE)
+    assert len(guide_queries) >= 6, f"expected at least 6 ```sql blocks in docs/psql.md, found {len(guide_queries)}"
+    tour_queries = psql_queries(README, README_TOUR_HEADING)
+    assert tour_queries, f"expected the README's {README_TOUR_HEADING!r} to show a psql query with its output"
+    queries = guide_queries + tour_queries
     await seed_history(stores)
 
     async with engine.connect() as connection:
         for query, columns in queries:
             # Exactly what a psql user would paste, sent as it is (no SQLAlchemy parameter parsing).
             result = await connection.exec_driver_sql(query)
-            assert result.returns_rows, f"README query returns no rows at all:\n{query}"
-            assert list(result.keys()) == columns, f"README query gives other columns than its output shows:\n{query}"
+            assert result.returns_rows, f"documented query returns no rows at all:\n{query}"
+            assert list(result.keys()) == columns, (
+                f"documented query gives other columns than its output shows:\n{query}"
+            )
             result.fetchall()
         await connection.rollback()
 

@@ -17,7 +17,7 @@ from service.db.engine import Timeouts, create_engine
 from service.db.migrate import upgrade_to_head
 from service.domain.identifiers import format_job_id
 from service.domain.status import AttemptOutcome, JobStatus
-from service.runner.process import ProcessLauncher
+from service.runner.launcher import ProcessLauncher
 from service.supervisor.reconciler import Reconciler
 from service.supervisor.sweeper import OutcomeSweeper
 from tests.support.clusters import Cluster

@@ -27,7 +27,7 @@ from service.domain.records import CancelEffect
 from service.domain.retry import NO_WAIT, RetryPolicy
 from service.domain.shutdown import ShutdownMode
 from service.domain.status import AttemptOutcome, JobStatus
-from service.runner.process import ProcessLauncher
+from service.runner.launcher import ProcessLauncher
 from service.settings import Settings
 from service.supervisor.listener import DueJobListener
 from service.supervisor.reconciler import Reconciler

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from service.runner.exit_status import ProcessExit
 from service.runner.keeper import KeeperKind, keeper_command
+from service.runner.launcher import ProcessLauncher, ProcessSpec, RunningProcess
 from service.runner.output import read_tail, tail_text
-from service.runner.process import ProcessExit, ProcessLauncher, ProcessSpec, RunningProcess
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the exit keeper is POSIX only")

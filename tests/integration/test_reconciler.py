@@ -25,7 +25,8 @@ from service.domain.records import AttemptRecord, JobRecord
 from service.domain.retry import NO_WAIT
 from service.domain.shutdown import ShutdownMode
 from service.domain.status import AttemptOutcome, JobStatus
-from service.runner.process import ProcessLauncher, ProcessSpec, process_start_time
+from service.runner.identity import process_start_time
+from service.runner.launcher import ProcessLauncher, ProcessSpec
 from service.supervisor.reconciler import Reconciler, ReconcileReport
 from service.supervisor.supervisor import Supervisor
 from tests.support.processes import wait_until, write_script

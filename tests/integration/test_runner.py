@@ -16,16 +16,10 @@ import psutil
 import pytest
 
 from service.runner.environment import child_environment
+from service.runner.exit_status import ProcessExit
+from service.runner.identity import HAS_PIDFD, process_start_time
 from service.runner.keeper import KeeperKind, keeper_command
-from service.runner.process import (
-    HAS_PIDFD,
-    ProcessExit,
-    ProcessLauncher,
-    ProcessSpec,
-    RunningProcess,
-    SpawnError,
-    process_start_time,
-)
+from service.runner.launcher import ProcessLauncher, ProcessSpec, RunningProcess, SpawnError
 from service.settings import DEFAULT_CHILD_ENVIRONMENT
 from tests.support.processes import WAIT_SECONDS, wait_until, write_script
 

@@ -230,7 +230,7 @@ def recorded_statements(engine: AsyncEngine) -> Iterator[list[str]]:
         event.remove(engine.sync_engine, "before_cursor_execute", _record)
 
 
-def test_the_issue_s_patterns_are_registered() -> None:
+def test_the_contract_s_patterns_are_registered() -> None:
     descriptions = {pattern.description for pattern in PATTERNS}
     assert len(PATTERNS) >= 10
     assert {

@@ -25,7 +25,7 @@ from service.domain.records import AttemptEnding, ClaimedAttempt, JobRecord, New
 from service.domain.retry import NO_WAIT, RetryPolicy
 from service.domain.shutdown import ShutdownMode
 from service.domain.status import AttemptOutcome, JobStatus
-from service.runner.process import ProcessLauncher
+from service.runner.launcher import ProcessLauncher
 from service.supervisor.config import SupervisorConfig
 from service.supervisor.supervisor import Supervisor
 from tests.support.processes import WAIT_SECONDS, wait_until, write_script

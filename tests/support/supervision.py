@@ -8,7 +8,7 @@ from typing import Any
 from service.domain.records import AttemptRecord, JobRecord, NewJob
 from service.domain.retry import NO_WAIT
 from service.domain.shutdown import ShutdownMode
-from service.runner.process import ProcessLauncher
+from service.runner.launcher import ProcessLauncher
 from service.settings import DEFAULT_CHILD_ENVIRONMENT
 from service.supervisor.config import SupervisorConfig
 from service.supervisor.supervisor import Supervisor

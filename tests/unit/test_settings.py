@@ -13,7 +13,7 @@ from pydantic_settings import SettingsError
 
 from service.settings import DEFAULT_CHILD_ENVIRONMENT, Settings, describe_settings_error
 
-# The names the issue makes a contract, plus the ones a user needs; each is read from the environment.
+# Every setting's name; each is read from the environment.
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 START_UP_TIMEOUT_SECONDS = 30
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +68,7 @@ def test_each_variable_is_read_by_its_name(monkeypatch: pytest.MonkeyPatch, tmp_
         "LOG_FILE": str(tmp_path / "service.log"),
         "LOG_LEVEL": "debug",
         "NODE_ID": "node-a.1",
-        "RETRY_BACKOFF_SECONDS": "0.5",
+        "RETRY_BACKOFF_BASE_SECONDS": "0.5",
         "POLL_INTERVAL_SECONDS": "2",
         "SHUTDOWN_GRACE_SECONDS": "7",
         "JOB_ENV_PASSTHROUGH": '["EXTRA_ONE", "EXTRA_TWO"]',
@@ -128,7 +128,7 @@ def test_an_empty_variable_means_unset(monkeypatch: pytest.MonkeyPatch, name: st
         ("DATABASE_URL", "sqlite:///jobs.db"),
         ("LOG_LEVEL", "LOUD"),
         ("NODE_ID", "bad node/id"),
-        ("RETRY_BACKOFF_SECONDS", "-1"),
+        ("RETRY_BACKOFF_BASE_SECONDS", "-1"),
         ("POLL_INTERVAL_SECONDS", "0"),
     ],
 )

@@ -30,7 +30,7 @@ Q, R, T, D, C, X = (
     JobStatus.CANCELLED,
 )
 
-# The lifecycle the issue describes, written out independently of the table under test: a queued job starts
+# The lifecycle of a job, written out independently of the table under test: a queued job starts
 # (or is cancelled); a job with an attempt in flight completes, is retried, crashes or is cancelled; a retried
 # job may be retried again; final statuses go nowhere.
 EXPECTED_TRANSITIONS = {

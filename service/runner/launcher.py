@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -17,19 +16,22 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-import psutil
+from service.runner.exit_status import ProcessExit, describe_spawn_error, read_exit_status
+from service.runner.identity import (
+    HAS_PIDFD,
+    IS_WINDOWS,
+    group_is_alive,
+    is_same_process,
+    kill_member,
+    live_group_members_linux,
+    process_start_time,
+)
 
-IS_WINDOWS = sys.platform == "win32"
-# pidfd_open (Linux 5.3+) lets the event loop watch an exit like a socket: no thread per child, and it works for a
-# process that is not our child (an adopted one).
-HAS_PIDFD = hasattr(os, "pidfd_open")
 # Where there is no pidfd, an adopted process is polled this often.
 ADOPTED_POLL_SECONDS = 0.5
-# Start times from the OS are rounded to clock ticks; anything closer than this is the same process.
-SAME_PROCESS_TOLERANCE = timedelta(milliseconds=50)
 GO_AHEAD = b"g"
 RESET_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name))
 
@@ -50,126 +52,12 @@ class ProcessSpec:
     """Past the limit, how many of the last bytes of each stream the keeper still appends when the stream ends."""
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessExit:
-    """How a process ended: an exit code, the signal that killed it, or why it could not start."""
-
-    exit_code: int | None
-    signal: int | None
-    finished_at: datetime
-    duration_ms: int
-    spawn_error: str | None = None
-    user_cpu_ms: int | None = None
-    system_cpu_ms: int | None = None
-    max_rss_kb: int | None = None
-    stdout_bytes: int | None = None
-    """What the program wrote to stdout, kept or not (known only under an exit keeper)."""
-    stderr_bytes: int | None = None
-
-
 class SpawnError(Exception):
     """The program could not be started; the message says why in words a user can act on."""
 
 
 class ExitUnknownError(Exception):
     """The process is gone and nothing recorded how it ended (its keeper was killed, or there was no keeper)."""
-
-
-def describe_spawn_error(program: str, error_number: int) -> str:
-    if error_number == errno.ENOENT:
-        return f"program not found: {program}"
-    if error_number in (errno.EACCES, errno.EPERM):
-        return f"permission denied (is it executable?): {program}"
-    if error_number == errno.ENOEXEC:
-        return f"not an executable format (a script without a #! line?): {program}"
-    return f"could not start {program}: {os.strerror(error_number)}"
-
-
-def process_start_time(pid: int) -> datetime | None:
-    """The OS's record of when `pid` started; with the pid, it identifies a process even after pid reuse."""
-    try:
-        return datetime.fromtimestamp(psutil.Process(pid).create_time(), tz=UTC)
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return None
-
-
-def is_same_process(pid: int | None, recorded_start: datetime | None) -> bool:
-    """Whether `pid` still names the process that was recorded (a pid alone is no identity: pids are reused)."""
-    if pid is None or recorded_start is None:
-        return False
-    current_start = process_start_time(pid)
-    return current_start is not None and abs(current_start - recorded_start) <= SAME_PROCESS_TOLERANCE
-
-
-def read_exit_status(status_path: Path, program: str) -> ProcessExit | None:
-    """What the keeper wrote about the program's end, or None if it wrote nothing (yet)."""
-    try:
-        record = json.loads(status_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return None  # a torn file cannot exist (the keeper renames it into place); treat damage as absence
-    exec_errno = record.get("exec_errno")
-    return ProcessExit(
-        exit_code=record.get("exit_code"),
-        signal=record.get("signal"),
-        finished_at=datetime.fromtimestamp(record["finished_at_ns"] / 1e9, tz=UTC),
-        duration_ms=record["duration_ns"] // 1_000_000,
-        spawn_error=describe_spawn_error(program, exec_errno) if exec_errno is not None else None,
-        user_cpu_ms=record.get("user_cpu_us", 0) // 1000,
-        system_cpu_ms=record.get("system_cpu_us", 0) // 1000,
-        max_rss_kb=record.get("max_rss_kb"),
-        stdout_bytes=record.get("stdout_bytes"),
-        stderr_bytes=record.get("stderr_bytes"),
-    )
-
-
-def _live_group_members_linux(pgid: int) -> list[int]:
-    """The processes of group `pgid` that still run, from /proc (zombies excluded)."""
-    members = []
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as stat_file:
-                    stat = stat_file.read()
-            except OSError:
-                continue  # ended while we looked
-            # The command name (field 2) is in parentheses and may contain anything; the rest follows the last ')'.
-            fields = stat[stat.rfind(b")") + 2 :].split()
-            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-                members.append(int(entry.name))
-    return members
-
-
-def group_is_alive(pgid: int) -> bool:
-    """Whether process group `pgid` still has a running member. A zombie is not running: it only waits for its
-    parent (or an init that may be slow to reap orphans) to collect it."""
-    if IS_WINDOWS:
-        return False
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return bool(_live_group_members_linux(pgid)) if sys.platform == "linux" else True
-
-
-def _kill_member(pid: int, pgid: int) -> None:
-    """SIGKILL one member of group `pgid`, through a pidfd so that a pid reused meanwhile is never hit."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return  # gone already
-    try:
-        if os.getpgid(pid) == pgid:  # the pidfd pins the process: still the member we listed
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    except OSError:
-        pass  # it ended in between
-    finally:
-        os.close(pidfd)
 
 
 async def _wait_readable(descriptor: int) -> None:
@@ -344,9 +232,9 @@ class RunningProcess:
             self.kill_group()
             return
         if spare_keeper and self._status_path is not None and HAS_PIDFD and sys.platform == "linux":
-            for member in _live_group_members_linux(self.pid):
+            for member in live_group_members_linux(self.pid):
                 if member != self.pid:
-                    _kill_member(member, self.pid)
+                    kill_member(member, self.pid)
         elif self.group_is_alive():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)

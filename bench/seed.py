@@ -1,4 +1,9 @@
-"""`jobmanager bench seed`: a realistic synthetic history, written by set-based SQL, for benchmarks and psql practice.
+"""`python -m bench seed`: a realistic synthetic history, written by set-based SQL, for benchmarks and psql practice.
+
+    python -m bench seed --database-url URL [--attempts 1000000] [--seed 1] [--days 30] [--into-existing]
+
+The database is always named on the command line (DATABASE_URL is never read), and one that already holds jobs is
+refused unless --into-existing is given: a million made-up attempts must never land in a real history by mistake.
 
 Ten job families with their own programs, arguments, run times and odds; more failures at night, with an argument
 over 100 characters, and on retries; retries only after a failure, up to each job's max_attempts. The history is
@@ -6,15 +11,14 @@ reproducible: the same --seed gives the same rows. Jobs and attempts are generat
 INSERT ... SELECT over generate_series, never row by row from Python.
 """
 
-# The SQL below is assembled from this module's own constants, never from input.
-# ruff: noqa: S608
-
 from __future__ import annotations
 
+import argparse
+import asyncio
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
@@ -22,7 +26,11 @@ from typing import TextIO
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.db.engine import create_engine
+from service.db.migrate import upgrade_to_head
 from service.stats.compute import compute_stats
+
+EXIT_REFUSED = 2
 
 CHUNK_ATTEMPTS = 50_000
 EXPECTED_ATTEMPTS_PER_JOB = 1.25
@@ -323,16 +331,36 @@ async def seed_history(
     return SeedResult(jobs=jobs, attempts=done, seconds=finished - started, rollup_seconds=finished - rollup_started)
 
 
-def run_seed(database_url: str, attempts: int, *, seed: int, days: int, stream: TextIO = sys.stderr) -> SeedResult:
-    """The `jobmanager bench seed` command: migrate, seed with a progress bar, report."""
-    import asyncio  # noqa: PLC0415  (only the command needs an event loop of its own)
+class SeedRefusedError(Exception):
+    """The target database already holds jobs and --into-existing was not given."""
 
-    from service.db.engine import create_engine  # noqa: PLC0415
-    from service.db.migrate import upgrade_to_head  # noqa: PLC0415
+
+async def _holds_jobs(engine: AsyncEngine) -> bool:
+    """Whether the database has a jobs table with at least one row (a database never migrated has none)."""
+    async with engine.connect() as connection:
+        if (await connection.execute(text("SELECT to_regclass('jobs') IS NOT NULL"))).scalar_one() is not True:
+            return False
+        return (await connection.execute(text("SELECT EXISTS (SELECT FROM jobs)"))).scalar_one() is True
+
+
+def run_seed(
+    database_url: str,
+    attempts: int,
+    *,
+    seed: int,
+    days: int,
+    into_existing: bool = False,
+    stream: TextIO = sys.stderr,
+) -> SeedResult:
+    """Refuse a database with jobs (unless `into_existing`), then migrate, seed with a progress bar, report."""
 
     async def _run() -> SeedResult:
         engine = create_engine(database_url, pool_size=1)
         try:
+            if not into_existing and await _holds_jobs(engine):
+                raise SeedRefusedError(
+                    "the database already holds jobs; give --into-existing to add the synthetic history to them"
+                )
             await upgrade_to_head(engine)
             bar = ProgressBar(attempts, stream, "seeding")
             result = await seed_history(engine, attempts, seed=seed, days=days, on_progress=bar.update)
@@ -342,3 +370,44 @@ def run_seed(database_url: str, attempts: int, *, seed: int, days: int, stream: 
             await engine.dispose()
 
     return asyncio.run(_run())
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
+    return number
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m bench seed`; returns the exit status (EXIT_REFUSED, with one line on stderr, when it will not)."""
+    parser = argparse.ArgumentParser(prog="python -m bench seed", description="Add a realistic synthetic history.")
+    parser.add_argument("--database-url", help="the PostgreSQL database to fill (required; DATABASE_URL is not read)")
+    parser.add_argument("--into-existing", action="store_true", help="add to a database that already holds jobs")
+    parser.add_argument("--attempts", type=_positive_int, default=1_000_000, help="attempts to add (default 1000000)")
+    parser.add_argument("--seed", type=int, default=1, help="the same seed gives the same history (default 1)")
+    parser.add_argument("--days", type=_positive_int, default=30, help="how far back the history reaches (default 30)")
+    arguments = parser.parse_args(argv)
+    if not arguments.database_url:
+        print(f"{parser.prog}: refused: name the database to fill with --database-url", file=sys.stderr)
+        return EXIT_REFUSED
+    try:
+        result = run_seed(
+            arguments.database_url,
+            arguments.attempts,
+            seed=arguments.seed,
+            days=arguments.days,
+            into_existing=arguments.into_existing,
+        )
+    except SeedRefusedError as error:
+        print(f"{parser.prog}: refused: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(
+        f"seeded {result.attempts:,} attempts of {result.jobs:,} jobs in {result.seconds:.1f} s "
+        f"(the /stats rollup took {result.rollup_seconds:.1f} s of it)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
