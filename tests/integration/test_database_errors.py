@@ -85,17 +85,28 @@ async def test_our_statement_timeout_is_transient_and_a_cancel_by_someone_is_not
     assert not is_transient(cancelled)
 
 
-async def test_a_terminated_session_is_transient(database_url: str) -> None:
-    connection = await asyncpg.connect(libpq_url(database_url))
+async def test_a_session_terminated_mid_statement_or_while_idle_is_transient(database_url: str) -> None:
+    busy = await asyncpg.connect(libpq_url(database_url))
+    idle = await asyncpg.connect(libpq_url(database_url))
     other = await asyncpg.connect(libpq_url(database_url))
     try:
-        await other.execute("SELECT pg_terminate_backend($1)", connection.get_server_pid())
-        terminated = await _raised(lambda: connection.execute("SELECT 1"))
+        sleeping = asyncio.ensure_future(busy.execute("SELECT pg_sleep(30)"))
+        await asyncio.sleep(0.5)
+        await other.execute("SELECT pg_terminate_backend($1)", busy.get_server_pid())
+        mid_statement = await _raised(lambda: sleeping)
+        await other.execute("SELECT pg_terminate_backend($1)", idle.get_server_pid())
+        for _ in range(100):  # asyncpg reads the server's goodbye on its own; until then the connection looks open
+            if idle.is_closed():
+                break
+            await asyncio.sleep(0.05)
+        while_idle = await _raised(lambda: idle.execute("SELECT 1"))
     finally:
-        connection.terminate()
+        busy.terminate()
+        idle.terminate()
         await other.close()
 
-    assert is_transient(terminated), repr(terminated)
+    assert is_transient(mid_statement), repr(mid_statement)
+    assert is_transient(while_idle), repr(while_idle)
 
 
 async def test_a_stopped_server_and_one_starting_up_are_transient(private_cluster: Cluster) -> None:
