@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,9 +14,11 @@ from litestar import Litestar
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import __version__
 from service.api.attempts import AttemptController
+from service.api.auth import BearerTokenMiddleware, TokenRegistry
 from service.api.dependencies import JobDefaults, OutputAccess, from_state
 from service.api.errors import handle_database_unavailable, handle_http_exception, handle_unexpected_exception
 from service.api.health import HealthController, ReadyController
@@ -27,7 +31,8 @@ from service.db.errors import DatabaseUnavailableError
 from service.db.job_store import JobStore
 from service.db.migrate import upgrade_to_head
 from service.domain.retry import RetryPolicy
-from service.runner.keeper import keeper_command
+from service.runner.job_user import JobUserError, resolve_job_user
+from service.runner.keeper import KeeperKind, keeper_command
 from service.runner.launcher import ProcessLauncher
 from service.settings import Settings
 from service.supervisor.config import SupervisorConfig
@@ -45,21 +50,19 @@ def create_app(settings: Settings) -> Litestar:
     if settings.database_url is None:
         raise ValueError("create_app needs a database URL; the entry point starts the embedded server first")
     database_url = settings.database_url
+    tokens = TokenRegistry(
+        settings.api_token.get_secret_value() if settings.api_token else None, settings.api_tokens_file
+    )
+    job_user = resolve_job_user(settings.job_user)
+    if job_user is not None and settings.exit_keeper is KeeperKind.NONE:
+        raise JobUserError("JOB_USER needs an exit keeper, which switches each job to it: EXIT_KEEPER is none")
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         node_lock = NodeLock(settings.data_dir)
         node_lock.acquire()
         connect_seconds = settings.database_connect_timeout_seconds
-        engine = create_engine(
-            database_url,
-            pool_size=40,
-            timeouts=Timeouts(connect_seconds, settings.database_statement_timeout_seconds),
-        )
-        # /stats may scan every attempt: its statements get their own, longer bound, on a small pool of their own.
-        stats_engine = create_engine(
-            database_url, pool_size=4, timeouts=Timeouts(connect_seconds, settings.database_stats_timeout_seconds)
-        )
+        engine, stats_engine = _engines(database_url, settings)
         try:
             await _migrate(database_url, connect_seconds)
             logger.info("database ready at %s", redacted_url(database_url))
@@ -86,7 +89,7 @@ def create_app(settings: Settings) -> Litestar:
                     output_limit_bytes=settings.output_limit_bytes,
                     output_tail_bytes=settings.output_tail_bytes,
                 ),
-                ProcessLauncher(keeper),
+                ProcessLauncher(keeper, job_user=job_user),
             )
             app.state.engine = engine
             app.state.stats_engine = stats_engine
@@ -150,10 +153,24 @@ def create_app(settings: Settings) -> Litestar:
             DatabaseUnavailableError: handle_database_unavailable,
             SQLAlchemyError: handle_database_unavailable,
         },
-        lifespan=[lifespan],
+        lifespan=[functools.partial(_reload_tokens_on_sighup, tokens), lifespan],
+        middleware=[BearerTokenMiddleware(tokens)],
         logging_config=None,  # the entry point configures logging once, for the whole process
         openapi_config=OpenAPIConfig(title="Concurrent Job Manager", version=__version__, path="/schema"),
     )
+
+
+def _engines(database_url: str, settings: Settings) -> tuple[AsyncEngine, AsyncEngine]:
+    """The engine of the stores and probes, and the one of /stats, whose statements get their own, longer bound on a
+    small pool of their own (a rebuild of the rollup may scan every attempt)."""
+    connect_seconds = settings.database_connect_timeout_seconds
+    engine = create_engine(
+        database_url, pool_size=40, timeouts=Timeouts(connect_seconds, settings.database_statement_timeout_seconds)
+    )
+    stats_engine = create_engine(
+        database_url, pool_size=4, timeouts=Timeouts(connect_seconds, settings.database_stats_timeout_seconds)
+    )
+    return engine, stats_engine
 
 
 async def _migrate(database_url: str, connect_seconds: float) -> None:
@@ -163,3 +180,21 @@ async def _migrate(database_url: str, connect_seconds: float) -> None:
         await upgrade_to_head(engine)
     finally:
         await engine.dispose()
+
+
+@asynccontextmanager
+async def _reload_tokens_on_sighup(tokens: TokenRegistry, _app: Litestar) -> AsyncIterator[None]:
+    """SIGHUP rereads API_TOKENS_FILE while the service runs (the event loop's handler: no code runs in a signal
+    handler itself)."""
+    hangup = getattr(signal, "SIGHUP", None)  # None on Windows
+    loop = asyncio.get_running_loop()
+    try:
+        if hangup is not None:
+            loop.add_signal_handler(hangup, tokens.reload)
+    except (RuntimeError, ValueError):  # an event loop outside the main thread (a test client) gets no signals
+        hangup = None
+    try:
+        yield
+    finally:
+        if hangup is not None:
+            loop.remove_signal_handler(hangup)
