@@ -9,17 +9,21 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.api.attempts import AttemptController
 from service.api.auth import BearerTokenMiddleware, TokenRegistry
 from service.api.back_pressure import QueueGauge
 from service.api.dependencies import JobDefaults, OutputAccess, from_state
 from service.api.docs import DocsAssetController, openapi_config
-from service.api.errors import handle_http_exception, handle_unexpected_exception
-from service.api.health import HealthController
+from service.api.errors import handle_database_unavailable, handle_http_exception, handle_unexpected_exception
+from service.api.health import HealthController, ReadyController
 from service.api.jobs import JobController
 from service.api.metrics import MetricsController, ServiceMetrics
 from service.api.openapi import refine_openapi
@@ -34,7 +38,8 @@ from service.api.validation import (
 )
 from service.db.attempt_store import AttemptStore
 from service.db.connections import Database
-from service.db.engine import create_engine, redacted_url
+from service.db.engine import Timeouts, create_engine, redacted_url
+from service.db.errors import DatabaseUnavailableError
 from service.db.job_store import JobStore
 from service.db.migrate import upgrade_to_head
 from service.db.retention_store import RetentionStore
@@ -43,13 +48,14 @@ from service.runner.job_user import JobUserError, resolve_job_user
 from service.runner.keeper import KeeperKind, keeper_command
 from service.runner.launcher import ProcessLauncher
 from service.settings import Settings
-from service.stats.drainer import StatsDrainer
 from service.supervisor.config import SupervisorConfig
 from service.supervisor.listener import DueJobListener
 from service.supervisor.node import NodeLock, resolve_node_id
 from service.supervisor.pruner import Pruner, RetentionConfig
 from service.supervisor.reconciler import Reconciler
+from service.supervisor.stats_drainer import StatsDrainer
 from service.supervisor.supervisor import Supervisor
+from service.supervisor.sweeper import OutcomeSweeper
 from service.web import web_route_handlers, web_template_config
 
 logger = logging.getLogger(__name__)
@@ -72,9 +78,10 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         node_lock = NodeLock(settings.data_dir)
         node_lock.acquire()
-        engine = create_engine(database_url, pool_size=40)
+        connect_seconds = settings.database_connect_timeout_seconds
+        engine, stats_engine = _engines(database_url, settings)
         try:
-            await upgrade_to_head(engine)
+            await _migrate(database_url, connect_seconds)
             logger.info("database ready at %s", redacted_url(database_url))
             database = Database(engine)
             attempt_store = AttemptStore(database)
@@ -102,47 +109,38 @@ def create_app(settings: Settings) -> Litestar:
                 ProcessLauncher(keeper, job_user=job_user),
                 observer=metrics,
             )
-            app.state.engine = engine
-            app.state.job_store = job_store = JobStore(database)
-            app.state.queue_gauge = QueueGauge(
-                lambda up_to: job_store.count_queued_jobs(up_to=up_to), limit=settings.max_queued_jobs
-            )
-            app.state.supervisor = supervisor
-            app.state.metrics = metrics
-            app.state.job_defaults = JobDefaults(
-                programs=settings.programs,
-                max_attempts=settings.max_attempts,
-                timeout_seconds=settings.default_timeout_seconds,
-                limits=settings.job_limits,
-            )
-            app.state.output_access = OutputAccess(
-                output_dir=output_dir, node_id=node_id, tail_bytes=settings.output_tail_bytes
+            _share_with_controllers(
+                app.state,
+                settings,
+                engine=engine,
+                stats_engine=stats_engine,
+                database=database,
+                supervisor=supervisor,
+                metrics=metrics,
+                node_id=node_id,
             )
             # A cancel asked for on any node wakes this one too: the attempt may be running here.
-            listener = DueJobListener(database_url, supervisor.wake, on_cancel_requested=supervisor.cancel_requested)
-            maintenance = (
-                StatsDrainer(engine, interval_seconds=settings.stats_drain_interval_seconds),
-                Pruner(
-                    RetentionStore(database),
-                    RetentionConfig(
-                        node_id=node_id,
-                        output_dir=output_dir,
-                        output_retention_days=settings.output_retention_days,
-                        job_retention_days=settings.job_retention_days,
-                        interval_seconds=settings.prune_interval_seconds,
-                    ),
-                ),
+            listener = DueJobListener(
+                database_url,
+                supervisor.wake,
+                on_cancel_requested=supervisor.cancel_requested,
+                connect_timeout_seconds=connect_seconds,
             )
+            reconciler = Reconciler(
+                attempt_store,
+                supervisor,
+                output_dir=output_dir,
+                retry_policy=retry_policy,
+                keeper_in_use=keeper is not None,
+                output_tail_bytes=settings.output_tail_bytes,
+            )
+            sweeper = OutcomeSweeper(
+                attempt_store, supervisor, reconciler, interval_seconds=settings.outcome_sweep_interval_seconds
+            )
+            maintenance = (sweeper, *_upkeep_loops(settings, database, stats_engine, node_id, output_dir))
             try:
                 # Before the first claim: adopt what a previous life left running, settle what it left behind.
-                await Reconciler(
-                    attempt_store,
-                    supervisor,
-                    output_dir=output_dir,
-                    retry_policy=retry_policy,
-                    keeper_in_use=keeper is not None,
-                    output_tail_bytes=settings.output_tail_bytes,
-                ).run_once()
+                await reconciler.run_once()
                 await supervisor.start()
                 await listener.start()
                 for loop in maintenance:
@@ -153,11 +151,13 @@ def create_app(settings: Settings) -> Litestar:
                 gc.freeze()
                 yield
             finally:
+                # The sweeper first: a supervisor that stops watching leaves processes it must not adopt.
                 for loop in maintenance:
                     await loop.stop()
                 await listener.stop()
                 await supervisor.stop()
         finally:
+            await stats_engine.dispose()
             await engine.dispose()
             node_lock.release()
 
@@ -169,13 +169,28 @@ def create_app(settings: Settings) -> Litestar:
             HealthController,
             MetricsController,
             DocsAssetController,
+            ReadyController,
             *web_route_handlers(),
         ],
         dependencies={
             name: from_state(name)
-            for name in ("job_store", "supervisor", "job_defaults", "output_access", "engine", "metrics", "queue_gauge")
+            for name in (
+                "job_store",
+                "supervisor",
+                "job_defaults",
+                "output_access",
+                "engine",
+                "stats_engine",
+                "metrics",
+                "queue_gauge",
+            )
         },
-        exception_handlers={HTTPException: handle_http_exception, Exception: handle_unexpected_exception},
+        exception_handlers={
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected_exception,
+            DatabaseUnavailableError: handle_database_unavailable,
+            SQLAlchemyError: handle_database_unavailable,
+        },
         guards=[reject_oversized_headers, reject_unknown_query_parameters],
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
         lifespan=[functools.partial(_reload_tokens_on_sighup, tokens), lifespan],
@@ -194,6 +209,78 @@ def _with_request_checks(app: Litestar) -> Litestar:
     app.state[QUERY_PARAMETERS_STATE_KEY] = known_query_parameters(app.routes)
     refine_openapi(app)
     return app
+
+
+def _share_with_controllers(
+    state: State,
+    settings: Settings,
+    *,
+    engine: AsyncEngine,
+    stats_engine: AsyncEngine,
+    database: Database,
+    supervisor: Supervisor,
+    metrics: ServiceMetrics,
+    node_id: str,
+) -> None:
+    """What the controllers are handed, by name (see api/dependencies.py `from_state`)."""
+    state.engine = engine
+    state.stats_engine = stats_engine
+    state.job_store = job_store = JobStore(database)
+    state.queue_gauge = QueueGauge(
+        lambda up_to: job_store.count_queued_jobs(up_to=up_to), limit=settings.max_queued_jobs
+    )
+    state.supervisor = supervisor
+    state.metrics = metrics
+    state.job_defaults = JobDefaults(
+        programs=settings.programs,
+        max_attempts=settings.max_attempts,
+        timeout_seconds=settings.default_timeout_seconds,
+        limits=settings.job_limits,
+    )
+    state.output_access = OutputAccess(
+        output_dir=settings.data_dir / "output", node_id=node_id, tail_bytes=settings.output_tail_bytes
+    )
+
+
+def _upkeep_loops(
+    settings: Settings, database: Database, stats_engine: AsyncEngine, node_id: str, output_dir: Path
+) -> tuple[StatsDrainer, Pruner]:
+    """The loops that keep the history small and /stats current; they do no job's work."""
+    return (
+        StatsDrainer(stats_engine, interval_seconds=settings.stats_drain_interval_seconds),
+        Pruner(
+            RetentionStore(database),
+            RetentionConfig(
+                node_id=node_id,
+                output_dir=output_dir,
+                output_retention_days=settings.output_retention_days,
+                job_retention_days=settings.job_retention_days,
+                interval_seconds=settings.prune_interval_seconds,
+            ),
+        ),
+    )
+
+
+def _engines(database_url: str, settings: Settings) -> tuple[AsyncEngine, AsyncEngine]:
+    """The engine of the stores and probes, and the one of /stats, whose statements get their own, longer bound on a
+    small pool of their own (a rebuild of the rollup may scan every attempt)."""
+    connect_seconds = settings.database_connect_timeout_seconds
+    engine = create_engine(
+        database_url, pool_size=40, timeouts=Timeouts(connect_seconds, settings.database_statement_timeout_seconds)
+    )
+    stats_engine = create_engine(
+        database_url, pool_size=4, timeouts=Timeouts(connect_seconds, settings.database_stats_timeout_seconds)
+    )
+    return engine, stats_engine
+
+
+async def _migrate(database_url: str, connect_seconds: float) -> None:
+    """Apply the migrations on a connection of their own: no statement bound, as one may rewrite a big table."""
+    engine = create_engine(database_url, pool_size=1, timeouts=Timeouts(connect_seconds, statement_seconds=None))
+    try:
+        await upgrade_to_head(engine)
+    finally:
+        await engine.dispose()
 
 
 @asynccontextmanager
