@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,18 +20,21 @@ from service.api.dependencies import JobDefaults, OutputAccess, from_state
 from service.api.errors import handle_http_exception, handle_unexpected_exception
 from service.api.health import HealthController
 from service.api.jobs import JobController
+from service.api.nodes import NodeAccess, NodeController
 from service.api.stats import StatsController
 from service.db.attempt_store import AttemptStore
 from service.db.connections import Database
 from service.db.engine import create_engine, redacted_url
 from service.db.job_store import JobStore
 from service.db.migrate import upgrade_to_head
+from service.db.node_store import NodeRegistration
 from service.domain.retry import RetryPolicy
 from service.runner.keeper import keeper_command
 from service.runner.launcher import ProcessLauncher
 from service.settings import Settings
 from service.supervisor.config import SupervisorConfig
 from service.supervisor.listener import DueJobListener
+from service.supervisor.membership import Membership, lease_path_for
 from service.supervisor.node import NodeLock, resolve_node_id
 from service.supervisor.reconciler import Reconciler
 from service.supervisor.supervisor import Supervisor
@@ -73,9 +78,27 @@ def create_app(settings: Settings) -> Litestar:
                     cancel_grace_seconds=settings.cancel_grace_seconds,
                     output_limit_bytes=settings.output_limit_bytes,
                     output_tail_bytes=settings.output_tail_bytes,
+                    lease_path=lease_path_for(settings.data_dir, settings.node_lease_seconds),
                 ),
                 ProcessLauncher(keeper),
             )
+            membership = Membership(
+                database,
+                supervisor,
+                NodeRegistration(
+                    id=node_id,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                    version=__version__,
+                    api_url=settings.advertised_api_url,
+                    slots=settings.max_concurrent_jobs,
+                ),
+                lease_seconds=settings.node_lease_seconds,
+                shutdown_lease_seconds=settings.shutdown_lease_seconds,
+                data_dir=settings.data_dir,
+                retry_policy=retry_policy,
+            )
+            app.state.node_access = NodeAccess(membership.nodes, retry_policy)
             app.state.engine = engine
             app.state.job_store = JobStore(database)
             app.state.supervisor = supervisor
@@ -90,6 +113,8 @@ def create_app(settings: Settings) -> Litestar:
             # A cancel asked for on any node wakes this one too: the attempt may be running here.
             listener = DueJobListener(database_url, supervisor.wake, on_cancel_requested=supervisor.cancel_requested)
             try:
+                # Before the reconciler: its writes are fenced by this node's lease.
+                await membership.join()
                 # Before the first claim: adopt what a previous life left running, settle what it left behind.
                 await Reconciler(
                     attempt_store,
@@ -101,6 +126,7 @@ def create_app(settings: Settings) -> Litestar:
                 ).run_once()
                 await supervisor.start()
                 await listener.start()
+                await membership.start()
                 # Everything built at start-up lives as long as the process: out of the collector's sight, a full
                 # collection no longer walks it (each walk stalled every request in flight).
                 gc.collect()
@@ -108,15 +134,18 @@ def create_app(settings: Settings) -> Litestar:
                 yield
             finally:
                 await listener.stop()
+                await membership.stop_rescuing()
                 await supervisor.stop()
+                await membership.leave()
         finally:
             await engine.dispose()
             node_lock.release()
 
     return Litestar(
-        route_handlers=[JobController, AttemptController, StatsController, HealthController],
+        route_handlers=[JobController, AttemptController, StatsController, HealthController, NodeController],
         dependencies={
-            name: from_state(name) for name in ("job_store", "supervisor", "job_defaults", "output_access", "engine")
+            name: from_state(name)
+            for name in ("job_store", "supervisor", "job_defaults", "output_access", "engine", "node_access")
         },
         exception_handlers={HTTPException: handle_http_exception, Exception: handle_unexpected_exception},
         lifespan=[lifespan],

@@ -61,7 +61,9 @@ def serve(settings: Settings) -> None:
     configure_logging(settings.log_file, settings.log_level)
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _exit_normally)
-    settings = settings.model_copy(update={"database_url": resolve_database_url(settings)})
+    # The embedded PostgreSQL serves one node by construction: no lease, nothing for another node to take over.
+    lease = settings.node_lease_seconds if settings.database_url is not None else 0.0
+    settings = settings.model_copy(update={"database_url": resolve_database_url(settings), "node_lease_seconds": lease})
     app = create_app(settings)
     print(f"Concurrent Job Manager: http://{settings.host}:{settings.port}  (API docs at /schema)", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
@@ -124,6 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     db_commands.add_parser("upgrade", help="apply the Alembic migrations up to the newest")
     psql = commands.add_parser("psql", help="open psql on the configured database (embedded or not)")
     psql.add_argument("psql_arguments", nargs=argparse.REMAINDER, help="passed on to psql, e.g. -c 'SELECT 1'")
+    nodes = commands.add_parser("nodes", help="the nodes sharing the database")
+    nodes_commands = nodes.add_subparsers(dest="nodes_command", required=True)
+    nodes_commands.add_parser("list", help="every node, its state, lease and running attempts")
+    forget = nodes_commands.add_parser("forget", help="remove a node that will never return; its jobs run again")
+    forget.add_argument("node", help="the node's id (NODE_ID)")
     bench = commands.add_parser("bench", help="the benchmarks, and `bench seed` (python -m bench, from a checkout)")
     bench.add_argument("bench_arguments", nargs=argparse.REMAINDER, help="passed on to python -m bench")
     arguments = parser.parse_args(arguments_given)
@@ -135,4 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         upgrade_database(settings)
     elif arguments.command == "psql":
         return open_psql(settings, arguments.psql_arguments)
+    elif arguments.command == "nodes":
+        from service.nodes_cli import run_nodes_command  # noqa: PLC0415
+
+        database_url = resolve_database_url(settings)
+        return run_nodes_command(settings, database_url, arguments.nodes_command, getattr(arguments, "node", None))
     return 0

@@ -50,6 +50,8 @@ class ProcessSpec:
     """The most the exit keeper copies into each output file before its truncation marker; None: no limit."""
     output_tail_bytes: int = 0
     """Past the limit, how many of the last bytes of each stream the keeper still appends when the stream ends."""
+    lease_path: Path | None = None
+    """The node's lease file (see runner/lease_file.py): the keeper ends the program once its deadline passes."""
 
 
 class SpawnError(Exception):
@@ -241,9 +243,10 @@ class RunningProcess:
 
 
 def _keeper_options(spec: ProcessSpec) -> list[str]:
+    options = [] if spec.lease_path is None else [f"--lease-file={spec.lease_path}"]
     if spec.output_limit_bytes is None:
-        return []
-    return [f"--output-limit={spec.output_limit_bytes}", f"--output-tail={spec.output_tail_bytes}"]
+        return options
+    return [*options, f"--output-limit={spec.output_limit_bytes}", f"--output-tail={spec.output_tail_bytes}"]
 
 
 class ProcessLauncher:
