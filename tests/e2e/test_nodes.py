@@ -165,6 +165,12 @@ def _assert_taken_over_without_double_finishes(
         assert now[(row["job_id"], row["attempt_number"])] == row
 
 
+def _outlast_the_programs(since: float) -> None:
+    """Keep the node away until its programs would have finished had nothing ended them: a program the node's
+    keeper failed to end would then finish beside its rerun."""
+    time.sleep(max(0.0, since + LONG_JOB_SECONDS + 1.0 - time.monotonic()))
+
+
 def _wait_until_taken_over(cluster: Cluster, on_b: list[str]) -> list[dict[str, Any]]:
     def lost() -> list[dict[str, Any]] | None:
         rows = [row for row in _attempts_of(cluster, set(on_b)) if row["attempt_number"] == 1]
@@ -181,9 +187,11 @@ def test_a_frozen_node_has_its_jobs_rerun_elsewhere_and_no_program_finishes_twic
     job_ids = cluster.submit(node_b, 8, LONG_JOB_SECONDS, "freeze")
     on_b = _jobs_running_on(cluster, "node-b", 4)
 
+    started = time.monotonic()
     os.kill(node_b.pid, signal.SIGSTOP)
     try:
         lost_rows = _wait_until_taken_over(cluster, on_b)
+        _outlast_the_programs(started)
     finally:
         os.kill(node_b.pid, signal.SIGCONT)
     wait_until(
@@ -213,9 +221,11 @@ def test_a_node_cut_off_from_the_database_has_its_jobs_rerun_elsewhere_and_no_pr
         job_ids = cluster.submit(node_b, 8, LONG_JOB_SECONDS, "partition")
         on_b = _jobs_running_on(cluster, "node-b", 4)
 
+        started = time.monotonic()
         proxy.cut()
         try:
             lost_rows = _wait_until_taken_over(cluster, on_b)
+            _outlast_the_programs(started)
         finally:
             proxy.start()
         wait_until(
