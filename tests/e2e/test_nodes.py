@@ -256,22 +256,30 @@ def _sse_events(response: httpx.Response, events: list[tuple[str, str]], done: t
 
 
 def test_a_job_running_on_one_node_is_cancelled_and_its_output_followed_through_another(cluster: Cluster) -> None:
-    node_b = cluster.start_node("node-b", CANCEL_GRACE_SECONDS="1")
-    (job_id,) = cluster.submit(node_b, 1, 30, "elsewhere")
+    token = "shared-token-of-the-nodes"
+    authorized = {"Authorization": f"Bearer {token}"}
+    node_b = cluster.start_node("node-b", CANCEL_GRACE_SECONDS="1", API_TOKEN=token)
+    with httpx.Client(base_url=node_b.base_url, timeout=5.0, headers=authorized) as client_b:
+        job_id = cluster.submit_one(client_b, 30, "elsewhere")
     _jobs_running_on(cluster, "node-b", 1)
-    node_a = cluster.start_node("node-a")
+    node_a = cluster.start_node("node-a", API_TOKEN=token)
+    output = f"/jobs/{job_id}/attempts/1/output"
 
-    with node_a.client() as client:
-        whole = client.get(f"/jobs/{job_id}/attempts/1/output", headers={"Authorization": "Bearer passed-on"})
+    with httpx.Client(base_url=node_a.base_url, timeout=5.0, headers=authorized) as client:
+        # Forwarded with the caller's token: node-b answers from its file; without a token node-a refuses.
+        assert httpx.get(f"{node_a.base_url}{output}", timeout=5.0).status_code == 401
+        whole = client.get(output)
         assert whole.status_code == 200, whole.text
-        assert whole.headers["output-source"] == "file"  # node-b's file, through node-a
+        assert whole.headers["output-source"] == "file"
         assert whole.text == ""  # the program prints nothing; its start line went to the runs file
 
         events: list[tuple[str, str]] = []
         done = threading.Event()
         with (
-            httpx.Client(base_url=node_a.base_url, timeout=httpx.Timeout(5.0, read=30.0)) as streaming,
-            streaming.stream("GET", f"/jobs/{job_id}/attempts/1/output", params={"follow": "true"}) as response,
+            httpx.Client(
+                base_url=node_a.base_url, timeout=httpx.Timeout(5.0, read=30.0), headers=authorized
+            ) as streaming,
+            streaming.stream("GET", output, params={"follow": "true"}) as response,
         ):
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
