@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from service.db.coalescing import Coalescer
 from service.db.connections import Database
-from service.db.fencing import FENCED, Fenced, LeaseLapsedError, lease_held
+from service.db.fencing import FENCED, LIMIT_TRANSACTION_IDLE, Fenced, LeaseLapsedError, lease_held
 from service.db.rows import ATTEMPT_COLUMNS, attempt_from_row
 from service.domain.records import (
     AttemptEnding,
@@ -151,6 +151,7 @@ class AttemptStore:
 
     async def _record_outcomes(self, outcomes: Sequence[OutcomeToRecord]) -> list[RecordedOutcome | Fenced | None]:
         async with self._database.driver() as driver, driver.transaction():
+            await driver.execute(LIMIT_TRANSACTION_IDLE)
             return await apply_outcomes(driver, outcomes, fence_on_lease=True)
 
     async def running_attempts_on_node(self, node_id: str) -> list[RunningAttempt]:

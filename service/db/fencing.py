@@ -11,6 +11,12 @@ from typing import Final
 
 from service.db.errors import DatabaseUnavailableError
 
+# A transaction that locks rows of jobs and attempts and then goes quiet this long is aborted by the server: a node
+# frozen (or cut off) half-way through one must not keep another node from declaring it dead. Such a transaction is
+# never legitimately idle for more than milliseconds.
+TRANSACTION_IDLE_LIMIT_MS = 5000
+LIMIT_TRANSACTION_IDLE = f"SET LOCAL idle_in_transaction_session_timeout = {TRANSACTION_IDLE_LIMIT_MS}"
+
 
 def lease_held(node_id_sql: str) -> str:
     """A SQL condition, true unless the node named by the SQL expression `node_id_sql` has a row that does not hold

@@ -11,6 +11,7 @@ import asyncpg
 
 from service.db.attempt_store import OutcomeToRecord, apply_outcomes
 from service.db.connections import Database
+from service.db.fencing import LIMIT_TRANSACTION_IDLE
 from service.db.notifications import JOBS_DUE_CHANNEL
 from service.db.rows import ATTEMPT_COLUMNS, attempt_from_row
 from service.domain.records import AttemptEnding, AttemptRecord, RecordedOutcome
@@ -167,6 +168,7 @@ class NodeStore:
         Only a node that holds its own lease may do it; a node that cannot get the lock leaves it to the holder.
         """
         async with self._database.driver() as driver, driver.transaction():
+            await driver.execute(LIMIT_TRANSACTION_IDLE)
             if not await driver.fetchval("SELECT pg_try_advisory_xact_lock($1)", RESCUE_LOCK_KEY):
                 return RescueReport(nodes=[], lost=0, retried=0)
             dead = await driver.fetch(
@@ -196,6 +198,7 @@ class NodeStore:
         and its row is deleted. Raises `NodeStillAliveError` for a node holding its lease, `NodeNotFoundError` for
         one unknown."""
         async with self._database.driver() as driver, driver.transaction():
+            await driver.execute(LIMIT_TRANSACTION_IDLE)
             await driver.execute("SELECT pg_advisory_xact_lock($1)", RESCUE_LOCK_KEY)
             row = await driver.fetchrow(
                 f"""
