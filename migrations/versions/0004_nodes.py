@@ -19,6 +19,10 @@ NODE_STATES = ("alive", "leaving", "dead")
 COMMENTS = {
     "TABLE nodes": "One row per service process (node) sharing this database; see docs/operations.md, Nodes.",
     "COLUMN nodes.id": "NODE_ID: the name the node's attempts carry in attempts.node_id.",
+    "COLUMN nodes.hostname": "The host name of the machine the node runs on.",
+    "COLUMN nodes.pid": "The process id of the node's service.",
+    "COLUMN nodes.version": "The service's version.",
+    "COLUMN nodes.started_at": "When the node (re)joined: its last start, or its return after being declared dead.",
     "COLUMN nodes.api_url": "Where the node's API answers other nodes (forwarded output reads).",
     "COLUMN nodes.last_heartbeat": "When the node last renewed its row.",
     "COLUMN nodes.lease_until": (
