@@ -5,6 +5,8 @@ forgotten."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -21,6 +23,7 @@ from service.domain.records import AttemptEnding, NewJob
 from service.domain.retry import NO_WAIT
 from service.domain.status import AttemptOutcome
 from tests.support.processes import wait_until
+from tests.support.server import service_environment
 from tests.support.stores import Stores
 
 LEASE_SECONDS = 30.0
@@ -216,3 +219,54 @@ async def test_forgetting_a_node(database_url: str, engine: AsyncEngine, stores:
     assert attempt.outcome is AttemptOutcome.LOST
     assert attempt.error is not None
     assert "node 'node-b' was forgotten by a test" in attempt.error
+
+
+async def test_a_program_whose_attempt_was_taken_over_before_it_started_is_never_let_go(
+    database_url: str, engine: AsyncEngine, stores: Stores
+) -> None:
+    nodes = NodeStore(Database(engine))
+    for node_id in ("node-a", "node-b"):
+        await nodes.register(_registration(node_id), lease_seconds=LEASE_SECONDS)
+    await stores.jobs.submit_job(_new_job(1))
+    (claimed,) = await stores.attempts.claim_due_jobs(node_id="node-b", limit=1)
+    await _lapse(database_url, "node-b", MARGIN_SECONDS * 2)
+    assert (await nodes.rescue(rescuer_id="node-a", margin_seconds=MARGIN_SECONDS, retry_policy=NO_WAIT)).lost == 1
+    await nodes.register(_registration("node-b"), lease_seconds=LEASE_SECONDS)
+    now = datetime.now(UTC)
+    started = await stores.attempts.record_process_started(
+        attempt_id=claimed.attempt_id, pid=12345, process_started_at=now, started_at=now
+    )
+    assert started is False, "the supervisor abandons the keeper: its program never runs"
+
+
+def _jobmanager(database_url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *arguments],
+        env=service_environment(DATABASE_URL=database_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_jobmanager_nodes_forget_on_the_command_line(
+    database_url: str, engine: AsyncEngine, stores: Stores
+) -> None:
+    nodes = NodeStore(Database(engine))
+    await nodes.register(_registration("node-b"), lease_seconds=LEASE_SECONDS)
+    await stores.jobs.submit_job(_new_job(1))
+    await stores.attempts.claim_due_jobs(node_id="node-b", limit=1)
+
+    listed = await asyncio.to_thread(_jobmanager, database_url, "nodes", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("node-b\talive\t1/10 running"), listed.stdout
+    refused = await asyncio.to_thread(_jobmanager, database_url, "nodes", "forget", "node-b")
+    assert refused.returncode == 1
+    assert "is alive" in refused.stderr
+
+    await _lapse(database_url, "node-b", 1)
+    forgotten = await asyncio.to_thread(_jobmanager, database_url, "nodes", "forget", "node-b")
+    assert forgotten.returncode == 0, forgotten.stderr
+    assert "forgot node node-b: 1 running attempt(s) made lost, 1 job(s) to run again" in forgotten.stdout
+    assert await nodes.find_node("node-b") is None
