@@ -14,16 +14,18 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
 
 from service import __version__
 from service.api.attempts import AttemptController
 from service.api.auth import BearerTokenMiddleware, TokenRegistry
 from service.api.dependencies import JobDefaults, OutputAccess, from_state
+from service.api.docs import DocsAssetController, openapi_config
 from service.api.errors import handle_http_exception, handle_unexpected_exception
 from service.api.health import HealthController
 from service.api.jobs import JobController
+from service.api.metrics import MetricsController, ServiceMetrics
 from service.api.nodes import NodeAccess, NodeController
+from service.api.request_ids import request_ids
 from service.api.stats import StatsController
 from service.db.attempt_store import AttemptStore
 from service.db.connections import Database
@@ -51,6 +53,7 @@ def create_app(settings: Settings) -> Litestar:
     if settings.database_url is None:
         raise ValueError("create_app needs a database URL; the entry point starts the embedded server first")
     database_url = settings.database_url
+    metrics = ServiceMetrics()
     tokens = TokenRegistry(
         settings.api_token.get_secret_value() if settings.api_token else None, settings.api_tokens_file
     )
@@ -91,27 +94,14 @@ def create_app(settings: Settings) -> Litestar:
                     lease_path=lease_path_for(settings.data_dir, settings.node_lease_seconds),
                 ),
                 ProcessLauncher(keeper, job_user=job_user),
+                observer=metrics,
             )
-            membership = Membership(
-                database,
-                supervisor,
-                NodeRegistration(
-                    id=node_id,
-                    hostname=socket.gethostname(),
-                    pid=os.getpid(),
-                    version=__version__,
-                    api_url=settings.advertised_api_url,
-                    slots=settings.max_concurrent_jobs,
-                ),
-                lease_seconds=settings.node_lease_seconds,
-                shutdown_lease_seconds=settings.shutdown_lease_seconds,
-                data_dir=settings.data_dir,
-                retry_policy=retry_policy,
-            )
+            membership = _membership(settings, database, supervisor, node_id, retry_policy)
             app.state.node_access = NodeAccess(membership.nodes, retry_policy)
             app.state.engine = engine
             app.state.job_store = JobStore(database)
             app.state.supervisor = supervisor
+            app.state.metrics = metrics
             app.state.job_defaults = JobDefaults(
                 programs=settings.programs,
                 max_attempts=settings.max_attempts,
@@ -144,24 +134,32 @@ def create_app(settings: Settings) -> Litestar:
                 yield
             finally:
                 await listener.stop()
-                await membership.stop_rescuing()
-                await supervisor.stop()
-                await membership.leave()
+                await membership.leave_after(supervisor.stop)
         finally:
             await engine.dispose()
             node_lock.release()
 
     return Litestar(
-        route_handlers=[JobController, AttemptController, StatsController, HealthController, NodeController],
+        route_handlers=[
+            JobController,
+            AttemptController,
+            StatsController,
+            HealthController,
+            MetricsController,
+            DocsAssetController,
+            NodeController,
+        ],
         dependencies={
             name: from_state(name)
-            for name in ("job_store", "supervisor", "job_defaults", "output_access", "engine", "node_access")
+            for name in ("job_store", "supervisor", "job_defaults", "output_access", "engine", "metrics", "node_access")
         },
         exception_handlers={HTTPException: handle_http_exception, Exception: handle_unexpected_exception},
         lifespan=[functools.partial(_reload_tokens_on_sighup, tokens), lifespan],
-        middleware=[BearerTokenMiddleware(tokens)],
+        # The request id first, so that a refused request too is answered with its id.
+        middleware=[request_ids, BearerTokenMiddleware(tokens), metrics.submission_counter],
+        after_exception=[metrics.count_database_error],
         logging_config=None,  # the entry point configures logging once, for the whole process
-        openapi_config=OpenAPIConfig(title="Concurrent Job Manager", version=__version__, path="/schema"),
+        openapi_config=openapi_config(),
     )
 
 
@@ -181,3 +179,26 @@ async def _reload_tokens_on_sighup(tokens: TokenRegistry, _app: Litestar) -> Asy
     finally:
         if hangup is not None:
             loop.remove_signal_handler(hangup)
+
+
+def _membership(
+    settings: Settings, database: Database, supervisor: Supervisor, node_id: str, retry_policy: RetryPolicy
+) -> Membership:
+    """This node's registration, heartbeat and rescuer, as the settings make them."""
+    registration = NodeRegistration(
+        id=node_id,
+        hostname=socket.gethostname(),
+        pid=os.getpid(),
+        version=__version__,
+        api_url=settings.advertised_api_url,
+        slots=settings.max_concurrent_jobs,
+    )
+    return Membership(
+        database,
+        supervisor,
+        registration,
+        lease_seconds=settings.node_lease_seconds,
+        shutdown_lease_seconds=settings.shutdown_lease_seconds,
+        data_dir=settings.data_dir,
+        retry_policy=retry_policy,
+    )

@@ -15,6 +15,7 @@ from service.domain.lease import MIN_LEASE_SECONDS
 from service.domain.limits import MAX_TIMEOUT_SECONDS
 from service.domain.programs import DEFAULT_PROGRAM_NAME, PROGRAM_NAME_PATTERN
 from service.domain.shutdown import ShutdownMode
+from service.logs import LogFormat
 from service.runner.keeper import KeeperKind
 from service.runner.program import BUNDLED_SAMPLE_JOB
 
@@ -102,6 +103,14 @@ class Settings(BaseSettings):
         description="The log file (also written to the console), rotated at 10 MiB, 5 old files kept.",
     )
     log_level: str = Field(default="INFO", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`, any case.")
+    log_format: LogFormat = Field(
+        default=LogFormat.TEXT,
+        description=(
+            "`text`: readable lines (time, level, logger, message). `json`: one JSON object per line (`time`, `level`,"
+            " `logger`, `message`, and `requestId` on every line a request caused). Both go to the console and"
+            " `LOG_FILE`."
+        ),
+    )
     node_id: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",

@@ -76,14 +76,16 @@ class AttemptStore:
                             next_attempt_at = NULL
                         FROM due
                         WHERE j.id = due.id
-                        RETURNING j.id, j.name, j.program, j.arguments, j.attempts_count, j.timeout_seconds
+                        RETURNING j.id, j.name, j.program, j.arguments, j.attempts_count, j.timeout_seconds,
+                                  j.program_name
                     ), inserted AS (
                         INSERT INTO attempts (job_id, attempt_number, node_id, outcome)
                         SELECT id, attempts_count, $3, $4 FROM claimed
                         RETURNING id, job_id, attempt_number
                     )
                     SELECT i.id AS attempt_id, i.job_id, i.attempt_number,
-                           c.name AS job_name, c.program, c.arguments, c.timeout_seconds
+                           c.name AS job_name, c.program, c.arguments, c.timeout_seconds,
+                           c.program_name, d.next_attempt_at AS due_at
                     FROM inserted i JOIN claimed c ON c.id = i.job_id JOIN due d ON d.id = i.job_id
                     ORDER BY d.priority DESC, d.next_attempt_at, d.id
                 """,

@@ -302,6 +302,19 @@ class JobStore:
             assert job is not None
             return ReopenResult(job=job, reopened=True)
 
+    async def count_due_jobs(self, *, at_most: int) -> int:
+        """Jobs due and waiting for a slot on any node, counted up to `at_most`: the scan stops there, so a long
+        queue costs no more than that (for the metrics, scraped often)."""
+        async with self._database.connect() as connection:
+            result = await connection.execute(
+                text(
+                    "SELECT count(*) FROM (SELECT 1 FROM jobs"
+                    " WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= now() LIMIT :at_most) AS due"
+                ),
+                {"at_most": at_most},
+            )
+            return int(result.scalar_one())
+
 
 async def _find_job(connection: AsyncConnection, job_id: int) -> JobRecord | None:
     result = await connection.execute(text(f"SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = :id"), {"id": job_id})

@@ -129,6 +129,9 @@ class ClaimedAttempt:
     program: str
     arguments: list[str]
     timeout_seconds: float | None = None
+    program_name: str = DEFAULT_PROGRAM_NAME
+    due_at: datetime | None = None
+    """When the job became due for this attempt: its submission (or runAt), or the end of its retry backoff."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ and a slow heartbeat remain, for GET /nodes."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from service.db.connections import Database
@@ -65,10 +66,12 @@ class Membership:
         if self.rescuer is not None:
             await self.rescuer.start()
 
-    async def stop_rescuing(self) -> None:
+    async def leave_after(self, stop_supervisor: Callable[[], Awaitable[None]]) -> None:
+        """Stop rescuing others, let the supervisor stop (the heartbeat keeps the lease meanwhile: its last writes
+        need it), then stop renewing and keep the node's place for the programs left running."""
         if self.rescuer is not None:
             await self.rescuer.stop()
-
-    async def leave(self) -> None:
-        """After the supervisor stopped: stop renewing, and keep the node's place for its programs left running."""
-        await self.heartbeat.stop(leaving=True)
+        try:
+            await stop_supervisor()
+        finally:
+            await self.heartbeat.stop(leaving=True)

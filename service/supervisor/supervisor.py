@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from service.runner.launcher import ExitUnknownError, ProcessLauncher, ProcessSp
 from service.runner.program import command_prefix
 from service.supervisor.config import SupervisorConfig
 from service.supervisor.endings import AttemptKey, ending_from_exit, lost_ending, with_output_tails
+from service.supervisor.observer import UNKNOWN_PROGRAM, NoObserver, SupervisorObserver
 from service.supervisor.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class _Watched:
 
     key: AttemptKey
     process: RunningProcess
+    program_name: str = UNKNOWN_PROGRAM
     stop_reason: AttemptOutcome | None = None
     """CANCELLED or TIMED_OUT once the service has decided to end it; the outcome it will be recorded with."""
     stop_detail: str | None = None
@@ -58,8 +61,15 @@ class _Watched:
 class Supervisor:
     """Runs the claim loop. `run_once()` is one claim-and-launch round, callable directly from tests."""
 
-    def __init__(self, attempts: AttemptStore, config: SupervisorConfig, launcher: ProcessLauncher) -> None:
+    def __init__(
+        self,
+        attempts: AttemptStore,
+        config: SupervisorConfig,
+        launcher: ProcessLauncher,
+        observer: SupervisorObserver | None = None,
+    ) -> None:
         self._attempts = attempts
+        self._observer = observer or NoObserver()
         self._config = config
         self._launcher = launcher
         self._wakeup = asyncio.Event()
@@ -158,6 +168,7 @@ class Supervisor:
                     await self._apply_announced_cancels(loop)
                 started = await self.run_once()
             except DatabaseUnavailableError:
+                self._observer.database_error()
                 logger.exception("claim round failed; trying again in %.1f s", self._config.poll_interval_seconds)
                 started = 0
             if started and self.free_slots:
@@ -169,7 +180,9 @@ class Supervisor:
         """Claim due jobs up to the free slots and start their processes; returns how many were claimed."""
         if self._stopping:
             return 0
+        asked_at = time.perf_counter()
         claimed = await self._attempts.claim_due_jobs(node_id=self._config.node_id, limit=self.free_slots)
+        self._observer.claim_round(time.perf_counter() - asked_at, len(claimed))
         for attempt in claimed:
             self._launch(attempt)
         return len(claimed)
@@ -247,11 +260,11 @@ class Supervisor:
             ending = AttemptEnding(
                 outcome=AttemptOutcome.SPAWN_FAILED, finished_at=datetime.now(UTC), duration_ms=0, error=str(error)
             )
-            self._recordings.spawn(self._record_durably(key, ending), name=str(key))
+            self._recordings.spawn(self._record_durably(key, ending, claimed.program_name), name=str(key))
             return
-        watched = _Watched(key, process)
+        watched = _Watched(key, process, claimed.program_name)
         self._running[key.attempt_id] = watched
-        self._watchers.spawn(self._release_and_watch(watched, claimed.timeout_seconds), name=str(key))
+        self._watchers.spawn(self._release_and_watch(watched, claimed.timeout_seconds, claimed.due_at), name=str(key))
 
     def _process_spec(self, attempt: ClaimedAttempt) -> ProcessSpec:
         files = attempt_files(self._config.output_dir, attempt.job_id, attempt.attempt_number)
@@ -275,7 +288,9 @@ class Supervisor:
             lease_path=self._config.lease_path,
         )
 
-    async def _release_and_watch(self, watched: _Watched, timeout_seconds: float | None) -> None:
+    async def _release_and_watch(
+        self, watched: _Watched, timeout_seconds: float | None, due_at: datetime | None = None
+    ) -> None:
         key, process = watched.key, watched.process
         # The program may only run once its pid is committed: a crash before that leaves nothing unrecorded.
         recorded = await self._with_retries(
@@ -300,6 +315,8 @@ class Supervisor:
         # The program starts now; its timeout runs from here (an adopted one's, from the recorded start).
         released_at = datetime.now(UTC)
         logger.info("%s started: pid %d", key, process.pid)
+        waited = None if due_at is None else (released_at - due_at).total_seconds()
+        self._observer.attempt_started(watched.program_name, waited)
         await self._watch(watched, released_at, timeout_seconds)
 
     async def _watch(self, watched: _Watched, started_at: datetime | None, timeout_seconds: float | None) -> None:
@@ -329,7 +346,7 @@ class Supervisor:
             self._running.pop(key.attempt_id, None)
         ending = _as_stopped(watched, ending)
         # Written by a task of its own, so that a shutdown that stops watching never interrupts a write.
-        self._recordings.spawn(self._record_durably(key, ending), name=str(key))
+        self._recordings.spawn(self._record_durably(key, ending, watched.program_name), name=str(key))
 
     def _begin_stop(self, watched: _Watched, reason: AttemptOutcome, detail: str) -> bool:
         """SIGTERM the attempt's group now and SIGKILL what is left of it after the grace period. False if the
@@ -361,7 +378,7 @@ class Supervisor:
         while loop.time() < give_up and await asyncio.to_thread(watched.process.group_is_alive):  # noqa: ASYNC110
             await asyncio.sleep(GROUP_POLL_SECONDS)
 
-    async def _record_durably(self, key: AttemptKey, ending: AttemptEnding) -> None:
+    async def _record_durably(self, key: AttemptKey, ending: AttemptEnding, program_name: str) -> None:
         """Record the ending, retrying through database hiccups: an outcome observed is an outcome recorded."""
         if ending.stdout_bytes == 0 and ending.stderr_bytes == 0:
             ending = replace(ending, stdout_tail="", stderr_tail="")  # the keeper counted no output: nothing to read
@@ -377,6 +394,9 @@ class Supervisor:
             ),
         )
         self._log_outcome(key, ending, recorded)
+        if recorded is not None:
+            duration = None if ending.duration_ms is None else ending.duration_ms / 1000
+            self._observer.attempt_finished(program_name, ending.outcome, duration)
         if recorded is not None and recorded.retry_in_seconds is not None:
             asyncio.get_running_loop().call_later(recorded.retry_in_seconds, self.wake)
         self.wake()  # a slot is free
@@ -387,6 +407,7 @@ class Supervisor:
             try:
                 return await operation()
             except DatabaseUnavailableError as error:
+                self._observer.database_error()
                 logger.warning("could not %s %s (%s); retrying in %.1f s", what, key, error.__class__.__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECORD_RETRY_MAX_DELAY_SECONDS)

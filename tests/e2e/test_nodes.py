@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -24,7 +26,7 @@ from sqlalchemy.engine import make_url
 
 from tests.support.cluster import TEST_LEASE_SECONDS, Cluster
 from tests.support.jobs import wait_until_final
-from tests.support.server import ServerStarter, wait_until
+from tests.support.server import ServerProcess, ServerStarter, service_environment, wait_until
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
@@ -145,6 +147,40 @@ def test_a_node_lost_with_its_programs_has_its_jobs_rerun_elsewhere_and_records_
     assert cluster.node_rows()["node-b"]["state"] == "alive"
     _, ends = cluster.runs()
     assert all(ends[(job_id, 1)] == 0 and ends[(job_id, 2)] == 1 for job_id in on_b), "killed runs never finished"
+
+
+def _jobmanager(server: ServerProcess, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """The command line, pointed at `server`."""
+    return subprocess.run(
+        [sys.executable, "-m", "service", *arguments],
+        env=service_environment(JOBMANAGER_URL=server.base_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_dead_node_is_forgotten_from_the_command_line_and_a_live_one_is_not(cluster: Cluster) -> None:
+    node_a = cluster.start_node("node-a")
+    cluster.start_node("node-b")
+    cluster.kill_node_and_its_programs("node-b")
+    wait_until(
+        lambda: cluster.node_rows()["node-b"]["state"] == "dead" or None,
+        timeout=RESCUE_SECONDS,
+        message=lambda: f"node-b declared dead: {cluster.node_rows()}",
+    )
+
+    refused = _jobmanager(node_a, "nodes", "forget", "node-a")
+    forgotten = _jobmanager(node_a, "nodes", "forget", "node-b")
+    listed = json.loads(_jobmanager(node_a, "nodes", "--json").stdout)
+
+    assert refused.returncode == 1
+    assert "node-a" in refused.stderr
+    assert "alive" in refused.stderr
+    assert forgotten.returncode == 0, forgotten.stderr
+    assert forgotten.stdout.strip() == "forgot node node-b: 0 running attempt(s) made lost, 0 job(s) to run again"
+    assert [(node["nodeId"], node["state"]) for node in listed] == [("node-a", "alive")]
 
 
 def _assert_taken_over_without_double_finishes(

@@ -5,8 +5,6 @@ forgotten."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -23,7 +21,6 @@ from service.domain.records import AttemptEnding, NewJob
 from service.domain.retry import NO_WAIT
 from service.domain.status import AttemptOutcome
 from tests.support.processes import wait_until
-from tests.support.server import service_environment
 from tests.support.stores import Stores
 
 LEASE_SECONDS = 30.0
@@ -237,36 +234,3 @@ async def test_a_program_whose_attempt_was_taken_over_before_it_started_is_never
         attempt_id=claimed.attempt_id, pid=12345, process_started_at=now, started_at=now
     )
     assert started is False, "the supervisor abandons the keeper: its program never runs"
-
-
-def _jobmanager(database_url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "service", *arguments],
-        env=service_environment(DATABASE_URL=database_url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-async def test_jobmanager_nodes_forget_on_the_command_line(
-    database_url: str, engine: AsyncEngine, stores: Stores
-) -> None:
-    nodes = NodeStore(Database(engine))
-    await nodes.register(_registration("node-b"), lease_seconds=LEASE_SECONDS)
-    await stores.jobs.submit_job(_new_job(1))
-    await stores.attempts.claim_due_jobs(node_id="node-b", limit=1)
-
-    listed = await asyncio.to_thread(_jobmanager, database_url, "nodes", "list")
-    assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.startswith("node-b\talive\t1/10 running"), listed.stdout
-    refused = await asyncio.to_thread(_jobmanager, database_url, "nodes", "forget", "node-b")
-    assert refused.returncode == 1
-    assert "is alive" in refused.stderr
-
-    await _lapse(database_url, "node-b", 1)
-    forgotten = await asyncio.to_thread(_jobmanager, database_url, "nodes", "forget", "node-b")
-    assert forgotten.returncode == 0, forgotten.stderr
-    assert "forgot node node-b: 1 running attempt(s) made lost, 1 job(s) to run again" in forgotten.stdout
-    assert await nodes.find_node("node-b") is None
