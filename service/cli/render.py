@@ -214,6 +214,11 @@ def nodes_table(nodes: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _moment(iso_time: str) -> str:
+    """`2026-12-01T09:53:40.771250Z` as `12-01 09:53:40`: to the second, in UTC, short enough for a table."""
+    return iso_time[5:19].replace("T", " ")
+
+
 def _registry_table(nodes: list[dict[str, Any]]) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("NODE", "STATE", "RUNNING", "LAST HEARTBEAT", "LEASE UNTIL", "API"):
@@ -224,8 +229,8 @@ def _registry_table(nodes: list[dict[str, Any]]) -> Table:
             node["nodeId"],
             Text(node["state"], style=styles.get(node["state"], "red")),
             f"{node['running']}/{node['slots']}",
-            str(node["lastHeartbeat"]),
-            str(node["leaseUntil"] or "no lease"),
+            _moment(node["lastHeartbeat"]),
+            _moment(node["leaseUntil"]) if node["leaseUntil"] else "no lease",
             str(node["apiUrl"] or "-"),
         )
     return table
