@@ -33,17 +33,21 @@ from service.db.engine import create_engine, redacted_url
 from service.db.job_store import JobStore
 from service.db.migrate import upgrade_to_head
 from service.db.node_store import NodeRegistration
+from service.db.retention_store import RetentionStore
 from service.domain.retry import RetryPolicy
 from service.runner.job_user import JobUserError, resolve_job_user
 from service.runner.keeper import KeeperKind, keeper_command
 from service.runner.launcher import ProcessLauncher
 from service.settings import Settings
+from service.stats.drainer import StatsDrainer
 from service.supervisor.config import SupervisorConfig
 from service.supervisor.listener import DueJobListener
 from service.supervisor.membership import Membership, lease_path_for
 from service.supervisor.node import NodeLock, resolve_node_id
+from service.supervisor.pruner import Pruner, RetentionConfig
 from service.supervisor.reconciler import Reconciler
 from service.supervisor.supervisor import Supervisor
+from service.web import web_route_handlers, web_template_config
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +101,6 @@ def create_app(settings: Settings) -> Litestar:
                 observer=metrics,
             )
             membership = _membership(settings, database, supervisor, node_id, retry_policy)
-            app.state.node_access = NodeAccess(membership.nodes, retry_policy)
             app.state.engine = engine
             app.state.job_store = JobStore(database)
             app.state.supervisor = supervisor
@@ -106,15 +109,29 @@ def create_app(settings: Settings) -> Litestar:
                 programs=settings.programs,
                 max_attempts=settings.max_attempts,
                 timeout_seconds=settings.default_timeout_seconds,
+                limits=settings.job_limits,
             )
             app.state.output_access = OutputAccess(
                 output_dir=output_dir, node_id=node_id, tail_bytes=settings.output_tail_bytes
             )
             # A cancel asked for on any node wakes this one too: the attempt may be running here.
             listener = DueJobListener(database_url, supervisor.wake, on_cancel_requested=supervisor.cancel_requested)
+            maintenance = (
+                StatsDrainer(engine, interval_seconds=settings.stats_drain_interval_seconds),
+                Pruner(
+                    RetentionStore(database),
+                    RetentionConfig(
+                        node_id=node_id,
+                        output_dir=output_dir,
+                        output_retention_days=settings.output_retention_days,
+                        job_retention_days=settings.job_retention_days,
+                        interval_seconds=settings.prune_interval_seconds,
+                    ),
+                ),
+            )
             try:
-                # Before the reconciler: its writes are fenced by this node's lease.
-                await membership.join()
+                # Registered, heartbeating and rescuing before the reconciler: its writes are fenced by the lease.
+                app.state.node_access = NodeAccess(await membership.join(), retry_policy)
                 # Before the first claim: adopt what a previous life left running, settle what it left behind.
                 await Reconciler(
                     attempt_store,
@@ -126,13 +143,16 @@ def create_app(settings: Settings) -> Litestar:
                 ).run_once()
                 await supervisor.start()
                 await listener.start()
-                await membership.start()
+                for loop in maintenance:
+                    await loop.start()
                 # Everything built at start-up lives as long as the process: out of the collector's sight, a full
                 # collection no longer walks it (each walk stalled every request in flight).
                 gc.collect()
                 gc.freeze()
                 yield
             finally:
+                for loop in maintenance:
+                    await loop.stop()
                 await listener.stop()
                 await membership.leave_after(supervisor.stop)
         finally:
@@ -148,6 +168,7 @@ def create_app(settings: Settings) -> Litestar:
             MetricsController,
             DocsAssetController,
             NodeController,
+            *web_route_handlers(),
         ],
         dependencies={
             name: from_state(name)
@@ -158,6 +179,7 @@ def create_app(settings: Settings) -> Litestar:
         # The request id first, so that a refused request too is answered with its id.
         middleware=[request_ids, BearerTokenMiddleware(tokens), metrics.submission_counter],
         after_exception=[metrics.count_database_error],
+        template_config=web_template_config(),
         logging_config=None,  # the entry point configures logging once, for the whole process
         openapi_config=openapi_config(),
     )

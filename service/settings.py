@@ -12,7 +12,13 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from service.domain.lease import MIN_LEASE_SECONDS
-from service.domain.limits import MAX_TIMEOUT_SECONDS
+from service.domain.limits import (
+    MAX_CPU_LIMIT_SECONDS,
+    MAX_OPEN_FILES_LIMIT,
+    MAX_TIMEOUT_SECONDS,
+    MIN_MEMORY_LIMIT_BYTES,
+    JobLimits,
+)
 from service.domain.programs import DEFAULT_PROGRAM_NAME, PROGRAM_NAME_PATTERN
 from service.domain.shutdown import ShutdownMode
 from service.logs import LogFormat
@@ -199,6 +205,74 @@ class Settings(BaseSettings):
             ),
         ),
     ] = 64 * 1024
+    job_memory_limit_bytes: int | None = Field(
+        default=None,
+        ge=MIN_MEMORY_LIMIT_BYTES,
+        description=(
+            "The most memory a job's program may allocate (RLIMIT_DATA: heap and private writable mappings, not"
+            " mapped files), at least 1 MiB; an allocation past it fails. A job may ask for less"
+            " (`memoryLimitBytes`), never more. Set by the exit keeper. Unset: no limit."
+        ),
+    )
+    job_cpu_limit_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CPU_LIMIT_SECONDS,
+        description=(
+            "CPU seconds a job's program may use (RLIMIT_CPU): `SIGXCPU` then, `SIGKILL` a second later; the"
+            " attempt is `killed` with the error `exceeded its CPU limit of N s`. 1 to 2592000. A job may ask for"
+            " less (`cpuLimitSeconds`), never more. Set by the exit keeper. Unset: no limit."
+        ),
+    )
+    job_open_files_limit: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_OPEN_FILES_LIMIT,
+        description=(
+            "Open file descriptors a job's program may hold (RLIMIT_NOFILE; stdin, stdout and stderr count): one"
+            " more fails with EMFILE. 1 to 1048576. A job may ask for less (`openFilesLimit`), never more. Set by"
+            " the exit keeper. Unset: no limit."
+        ),
+    )
+    output_retention_days: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=36500,
+            description=(
+                "An attempt's output files are removed this many days after it ended (its tails stay on the"
+                " attempt row, and GET .../output serves them from there). Above 0, at most 36500."
+            ),
+        ),
+    ] = 14.0
+    job_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        le=36500,
+        description=(
+            "Finished jobs (completed, crashed, cancelled) are deleted with their attempts this many days after"
+            " they finished, once their output files are gone. Above 0, at most 36500. Unset: jobs are kept."
+        ),
+    )
+    prune_interval_seconds: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=86400,
+            description="How often the pruner removes what the retention settings let go. Above 0, at most 86400.",
+        ),
+    ] = 600.0
+    stats_drain_interval_seconds: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=3600,
+            description=(
+                "How often the /stats queues (attempts finished, jobs changed) are folded into the rollup in the"
+                " background, so that they stay short when nobody asks for /stats. Above 0, at most 3600."
+            ),
+        ),
+    ] = 10.0
     poll_interval_seconds: Annotated[
         float,
         Field(
@@ -374,6 +448,11 @@ class Settings(BaseSettings):
             return self.node_api_url.rstrip("/")
         host = socket.gethostname() if self.host in WILDCARD_HOSTS else self.host
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    @property
+    def job_limits(self) -> JobLimits:
+        """The limits of a job that asks for none, and the most a job may ask for."""
+        return JobLimits(self.job_memory_limit_bytes, self.job_cpu_limit_seconds, self.job_open_files_limit)
 
     @property
     def child_environment_names(self) -> tuple[str, ...]:

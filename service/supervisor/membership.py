@@ -58,13 +58,14 @@ class Membership:
             else None
         )
 
-    async def join(self) -> None:
+    async def join(self) -> NodeStore:
+        """Register (ending what is left of attempts taken over while away), then heartbeat and rescue; returns the
+        nodes table's store, for the node routes."""
         await self.heartbeat.register()
-
-    async def start(self) -> None:
         await self.heartbeat.start()
         if self.rescuer is not None:
             await self.rescuer.start()
+        return self.nodes
 
     async def leave_after(self, stop_supervisor: Callable[[], Awaitable[None]]) -> None:
         """Stop rescuing others, let the supervisor stop (the heartbeat keeps the lease meanwhile: its last writes

@@ -32,8 +32,15 @@ from service.domain.retry import RetryPolicy
 from service.runner.exit_status import read_exit_status
 from service.runner.identity import IS_WINDOWS, is_same_process
 from service.runner.launcher import RunningProcess
+from service.runner.output import remove_after_recording
 from service.supervisor.config import DEFAULT_OUTPUT_TAIL_BYTES
-from service.supervisor.endings import AttemptKey, ending_from_exit, lost_ending, with_output_tails
+from service.supervisor.endings import (
+    AttemptKey,
+    ending_from_exit,
+    lost_ending,
+    with_limit_described,
+    with_output_tails,
+)
 from service.supervisor.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
@@ -91,7 +98,7 @@ class Reconciler:
             # Read the file after the liveness check: a keeper that ended in between has written it by now.
             process_exit = read_exit_status(status_path, PROGRAM_LABEL) if self._keeper_in_use else None
             if process_exit is not None:
-                await self._record(attempt, ending_from_exit(process_exit))
+                await self._record(attempt, with_limit_described(ending_from_exit(process_exit), running.limits))
                 recovered += 1
             elif process is not None:
                 self._supervisor.adopt(
@@ -100,6 +107,7 @@ class Reconciler:
                     started_at=attempt.started_at,
                     timeout_seconds=running.timeout_seconds,
                     cancel_requested=running.cancel_requested,
+                    limits=running.limits,
                 )
                 adopted += 1
             else:
@@ -142,6 +150,7 @@ class Reconciler:
         recorded = await self._attempts.record_outcome(
             attempt_id=attempt.id, ending=ending, retry_policy=self._retry_policy
         )
+        remove_after_recording(attempt_files(self._output_dir, attempt.job_id, attempt.attempt_number))
         if recorded is not None:
             logger.info(
                 "%s recorded after restart: %s; job is now %s",

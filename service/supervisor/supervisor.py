@@ -17,15 +17,23 @@ from typing import TypeVar
 from service.db.attempt_store import AttemptStore
 from service.db.errors import DatabaseUnavailableError
 from service.domain.identifiers import format_job_id
+from service.domain.limits import NO_LIMITS, JobLimits
 from service.domain.paths import attempt_files
 from service.domain.records import AttemptEnding, ClaimedAttempt, RecordedOutcome
 from service.domain.shutdown import ShutdownMode
 from service.domain.status import AttemptOutcome, JobStatus
 from service.runner.environment import child_environment
 from service.runner.launcher import ExitUnknownError, ProcessLauncher, ProcessSpec, RunningProcess, SpawnError
+from service.runner.output import remove_after_recording
 from service.runner.program import command_prefix
 from service.supervisor.config import SupervisorConfig
-from service.supervisor.endings import AttemptKey, ending_from_exit, lost_ending, with_output_tails
+from service.supervisor.endings import (
+    AttemptKey,
+    ending_from_exit,
+    lost_ending,
+    with_limit_described,
+    with_output_tails,
+)
 from service.supervisor.observer import UNKNOWN_PROGRAM, NoObserver, SupervisorObserver
 from service.supervisor.tasks import TaskSet
 
@@ -56,6 +64,8 @@ class _Watched:
     stop_started: float | None = None
     """Event-loop time of the SIGTERM."""
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    limits: JobLimits = NO_LIMITS
+    """What its program runs under: an ending that hit one of them says so."""
 
 
 class Supervisor:
@@ -238,6 +248,7 @@ class Supervisor:
         started_at: datetime | None = None,
         timeout_seconds: float | None = None,
         cancel_requested: bool = False,
+        limits: JobLimits = NO_LIMITS,
     ) -> None:
         """Watch a process that a previous life of the service started (the reconciler found it alive).
 
@@ -245,7 +256,7 @@ class Supervisor:
         counts. A cancel asked for meanwhile is carried out at once.
         """
         logger.info("%s adopted: pid %d still running", key, process.pid)
-        watched = _Watched(key, process)
+        watched = _Watched(key, process, limits=limits)
         self._running[key.attempt_id] = watched
         self._watchers.spawn(self._watch(watched, started_at, timeout_seconds), name=str(key))
         if cancel_requested:
@@ -262,7 +273,7 @@ class Supervisor:
             )
             self._recordings.spawn(self._record_durably(key, ending, claimed.program_name), name=str(key))
             return
-        watched = _Watched(key, process, claimed.program_name)
+        watched = _Watched(key, process, claimed.program_name, limits=claimed.limits)
         self._running[key.attempt_id] = watched
         self._watchers.spawn(self._release_and_watch(watched, claimed.timeout_seconds, claimed.due_at), name=str(key))
 
@@ -285,6 +296,7 @@ class Supervisor:
             status_path=files.exit_status,
             output_limit_bytes=self._config.output_limit_bytes,
             output_tail_bytes=self._config.output_tail_bytes,
+            limits=attempt.limits,
             lease_path=self._config.lease_path,
         )
 
@@ -335,7 +347,7 @@ class Supervisor:
             )
         try:
             try:
-                ending = ending_from_exit(await process.wait())
+                ending = with_limit_described(ending_from_exit(await process.wait()), watched.limits)
             except ExitUnknownError as error:
                 ending = lost_ending(str(error))
             if watched.stop_reason is not None:
@@ -397,6 +409,8 @@ class Supervisor:
         if recorded is not None:
             duration = None if ending.duration_ms is None else ending.duration_ms / 1000
             self._observer.attempt_finished(program_name, ending.outcome, duration)
+        # Recorded (here, or by whoever fenced this writer out): the tails are on the row, the status file is spent.
+        remove_after_recording(attempt_files(self._config.output_dir, key.job_id, key.attempt_number))
         if recorded is not None and recorded.retry_in_seconds is not None:
             asyncio.get_running_loop().call_later(recorded.retry_in_seconds, self.wake)
         self.wake()  # a slot is free

@@ -1,7 +1,7 @@
 """Nodes: every service process that shares the database registers here and renews a lease by heartbeat.
 
-Revision ID: 0004_nodes
-Revises: 0003
+Revision ID: 0006_nodes
+Revises: 0005
 Create Date: 2026-12-04
 """
 
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0004_nodes"
-down_revision: str | None = "0003"
+revision: str = "0006_nodes"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
