@@ -36,6 +36,7 @@ pytestmark = pytest.mark.e2e
 RESCUE_SECONDS = TEST_LEASE_SECONDS + 6.0
 LONG_JOB_SECONDS = 6.0
 FINAL_SECONDS = 40.0
+DEFAULT_POSTGRES_PORT = 5432
 
 
 @pytest.fixture
@@ -246,13 +247,18 @@ def test_a_node_cut_off_from_the_database_has_its_jobs_rerun_elsewhere_and_no_pr
     cluster: Cluster,
 ) -> None:
     url = make_url(cluster.database_url)
-    if not url.host or url.host.startswith("/"):
-        pytest.skip("the test database is reached over a Unix socket; the proxy relays TCP")
-    proxy = TcpProxy(url.host, url.port or 5432)
+    socket_folder = url.query.get("host")
+    target = str(socket_folder) if socket_folder else url.host
+    assert target, cluster.database_url
+    proxy = TcpProxy(target, url.port or DEFAULT_POSTGRES_PORT)
     proxy.start()
     try:
         cluster.start_node("node-a", MAX_CONCURRENT_JOBS="4")
-        through_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        through_proxy = (
+            url.difference_update_query(["host"])
+            .set(host="127.0.0.1", port=proxy.port)
+            .render_as_string(hide_password=False)
+        )
         node_b = cluster.start_node("node-b", database_url=through_proxy, MAX_CONCURRENT_JOBS="4")
         job_ids = cluster.submit(node_b, 8, LONG_JOB_SECONDS, "partition")
         on_b = _jobs_running_on(cluster, "node-b", 4)

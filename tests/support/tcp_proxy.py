@@ -18,7 +18,8 @@ CONTROL_SECONDS = 10.0
 
 
 class TcpProxy:
-    """Relays 127.0.0.1:`port` to `target_host`:`target_port`, on an event loop in a thread of its own."""
+    """Relays 127.0.0.1:`port` to `target_host`:`target_port` (or to the Unix socket `target_host` names when it is
+    a path: the embedded PostgreSQL listens on one only), on an event loop in a thread of its own."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self._target = (target_host, target_port)
@@ -64,8 +65,12 @@ class TcpProxy:
         await asyncio.gather(*self._relays, return_exceptions=True)
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        host, port = self._target
         try:
-            server_reader, server_writer = await asyncio.open_connection(*self._target)
+            if host.startswith("/"):
+                server_reader, server_writer = await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}")
+            else:
+                server_reader, server_writer = await asyncio.open_connection(host, port)
         except OSError:
             client_writer.transport.abort()
             return
