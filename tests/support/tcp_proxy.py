@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 RELAY_CHUNK_BYTES = 65536
 CONTROL_SECONDS = 10.0
+SETTLE_ROUNDS = 3
 
 
 class TcpProxy:
@@ -46,9 +47,18 @@ class TcpProxy:
 
     def close(self) -> None:
         self._call(self._cut())
+        self._call(self._settle())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=CONTROL_SECONDS)
         self._loop.close()
+
+    async def _settle(self) -> None:
+        """Let the aborted transports finish closing (their last callbacks run on the loop), and any connection
+        accepted meanwhile be relayed to its end, before the loop stops."""
+        for _ in range(SETTLE_ROUNDS):
+            await asyncio.sleep(0)
+        await self._cut()
+        await asyncio.sleep(0)
 
     async def _start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
