@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from service.db.engine import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_STATEMENT_TIMEOUT_SECONDS
 from service.domain.lease import MIN_LEASE_SECONDS
 from service.domain.limits import (
     MAX_CPU_LIMIT_SECONDS,
@@ -340,6 +341,42 @@ class Settings(BaseSettings):
         description=(
             "Extra environment variable names a job may inherit, as a JSON list:"
             ' `JOB_ENV_PASSTHROUGH=\'["HTTP_PROXY", "HTTPS_PROXY"]\'`.'
+        ),
+    )
+    database_connect_timeout_seconds: float = Field(
+        default=DEFAULT_CONNECT_TIMEOUT_SECONDS,
+        gt=0,
+        le=300,
+        description=(
+            "Seconds to wait for a new database connection (and for a free pooled one) before answering 503;"
+            " above 0, at most 300."
+        ),
+    )
+    database_statement_timeout_seconds: float = Field(
+        default=DEFAULT_STATEMENT_TIMEOUT_SECONDS,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds one statement of the API or the supervisor may run (the server's statement_timeout; the"
+            " client gives up a second later if the server stops answering); above 0, at most 3600."
+            " Migrations have no bound; /stats has DATABASE_STATS_TIMEOUT_SECONDS."
+        ),
+    )
+    database_stats_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        le=86400,
+        description=(
+            "Seconds one /stats statement may run: a rebuild of the rollup scans every attempt. Above 0, at most 86400."
+        ),
+    )
+    outcome_sweep_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds between sweeps that record, from their exit-status files, attempts of this node still"
+            " `running` in the database although nothing watches them any more; above 0, at most 3600."
         ),
     )
 

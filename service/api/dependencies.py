@@ -23,6 +23,9 @@ class SupervisorHandle(Protocol):
     @property
     def running_count(self) -> int: ...
 
+    @property
+    def claim_loop_running(self) -> bool: ...
+
     def wake(self) -> None: ...
 
 

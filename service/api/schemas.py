@@ -265,3 +265,16 @@ class HealthRead(msgspec.Struct, rename="camel"):
     node_id: str
     database: str
     running_jobs: int
+    reason: str | None = None
+    """Why the status is not `ok`: what the database probe ran into."""
+
+
+class ReadyRead(msgspec.Struct, rename="camel"):
+    status: str
+    """`ready` or `not ready`."""
+    node_id: str
+    database: str
+    """`ok`, `unreachable`, or `schema behind` (a migration is not applied)."""
+    claim_loop: str
+    """`running` or `stopped`."""
+    reason: str | None = None

@@ -114,7 +114,7 @@ class StatsController(Controller):
     @get(summary="Success rates overall, per job pattern (with the evidence), per breakdown, and what retries buy")
     async def get_stats(
         self,
-        engine: NamedDependency[AsyncEngine],
+        stats_engine: NamedDependency[AsyncEngine],
         since: Annotated[
             str | None, QueryParameter(description="Attempts started at or after: ISO 8601, or a time ago (24h, 7d)")
         ] = None,
@@ -137,4 +137,4 @@ class StatsController(Controller):
                 detail=str(error),
                 field_errors=[{"field": error.parameter, "message": error.message, "source": "query"}],
             ) from None
-        return stats_read(await compute_stats(engine, filters), filters)
+        return stats_read(await compute_stats(stats_engine, filters), filters)

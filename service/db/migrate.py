@@ -3,6 +3,8 @@ fixtures; undone by `jobmanager db downgrade`; read by `jobmanager db current`."
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +12,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
@@ -73,3 +76,17 @@ async def schema_revisions(engine: AsyncEngine) -> SchemaRevisions:
     """Where the database's schema is, and where this code's migrations end."""
     async with engine.connect() as connection:
         return await connection.run_sync(_revisions_on)
+
+
+@functools.cache
+def _head_revisions() -> frozenset[str]:
+    """The newest revision of each branch of the migration files (read once: they do not change while running)."""
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+async def migrations_not_applied(connection: AsyncConnection) -> frozenset[str]:
+    """The head revisions the database has not reached (empty when its schema is current)."""
+    result = await connection.execute(text("SELECT version_num FROM alembic_version"))
+    applied = frozenset(result.scalars())
+    heads = await asyncio.to_thread(_head_revisions)
+    return heads - applied

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.db.connections import unavailable_when_transient
 from service.stats.filters import StatsFilters
 from service.stats.patterns import PATTERNS, Pattern
 from service.stats.report import StatsReport, build_report
@@ -23,15 +24,19 @@ SCAN = "scan"
 async def compute_stats(
     engine: AsyncEngine, filters: StatsFilters | None = None, patterns: Sequence[Pattern] = PATTERNS
 ) -> StatsReport:
-    """Every figure of /stats. No filter, or only `program`: the rollup. A window or a name prefix: a scan."""
+    """Every figure of /stats. No filter, or only `program`: the rollup. A window or a name prefix: a scan.
+
+    A database that is unreachable or restarting raises `DatabaseUnavailableError`, as the stores do.
+    """
     filters = filters or StatsFilters()
-    if filters.needs_scan:
-        async with engine.connect() as connection:
-            rows = await scan_counts(connection, patterns, filters)
-        return build_report(rows, patterns, computed_from=SCAN)
-    async with engine.begin() as connection:
-        refresh = await refresh_rollup(connection, patterns)
-        rows = await read_rollup(connection, filters.program)
+    async with unavailable_when_transient():
+        if filters.needs_scan:
+            async with engine.connect() as connection:
+                rows = await scan_counts(connection, patterns, filters)
+            return build_report(rows, patterns, computed_from=SCAN)
+        async with engine.begin() as connection:
+            refresh = await refresh_rollup(connection, patterns)
+            rows = await read_rollup(connection, filters.program)
     if refresh.rebuilt:
         await vacuum_queues(engine)
     return build_report(rows, patterns, computed_from=ROLLUP)

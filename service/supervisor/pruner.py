@@ -4,16 +4,15 @@ JOB_RETENTION_DAYS is set, deletes finished jobs with their attempts, a small ba
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from service.db.errors import DatabaseUnavailableError
 from service.db.retention_store import RetentionStore
 from service.domain.paths import attempt_files
 from service.runner.output import remove_attempt_files
+from service.supervisor.periodic import PeriodicTask
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class Pruner:
     def __init__(self, store: RetentionStore, config: RetentionConfig) -> None:
         self._store = store
         self._config = config
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = PeriodicTask("the pruner", self._round, interval_seconds=config.interval_seconds)
 
     async def run_once(self, now: datetime | None = None) -> PruneReport:
         """Everything that is due now, batch after batch."""
@@ -80,32 +79,17 @@ class Pruner:
         return PruneReport(attempts_cleared=cleared, files_removed=files, jobs_deleted=deleted)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="pruner")
-        self._task.add_done_callback(_log_death)
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                report = await self.run_once()
-                if report.attempts_cleared or report.jobs_deleted:
-                    logger.info(
-                        "pruned the output of %d attempt(s) (%d files and folders) and %d finished job(s)",
-                        report.attempts_cleared,
-                        report.files_removed,
-                        report.jobs_deleted,
-                    )
-            except DatabaseUnavailableError as error:
-                logger.warning("pruning failed (%s); trying again in %.0f s", error, self._config.interval_seconds)
-            await asyncio.sleep(self._config.interval_seconds)
-
-
-def _log_death(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("the pruner died; output files and old jobs are no longer removed", exc_info=task.exception())
+    async def _round(self) -> None:
+        report = await self.run_once()
+        if report.attempts_cleared or report.jobs_deleted:
+            logger.info(
+                "pruned the output of %d attempt(s) (%d files and folders) and %d finished job(s)",
+                report.attempts_cleared,
+                report.files_removed,
+                report.jobs_deleted,
+            )

@@ -17,9 +17,9 @@ from service.db.connections import Database
 from service.db.retention_store import RetentionStore
 from service.domain.paths import attempt_files
 from service.runner.launcher import ProcessLauncher
-from service.stats.drainer import StatsDrainer
 from service.stats.rollup import QUEUE_TABLES, ROLLUP_LOCK_KEY, read_rollup
 from service.supervisor.pruner import Pruner, RetentionConfig
+from service.supervisor.stats_drainer import StatsDrainer
 from service.supervisor.supervisor import Supervisor
 from tests.integration.test_output_files import entries_under
 from tests.integration.test_stats_rollup import _nonzero, run_round, scanned_rows
