@@ -21,7 +21,19 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import accept, big_history, many_at_once, peer, restart, seed, soak, start_latency, stats, throughput
+from bench import (
+    accept,
+    big_history,
+    many_at_once,
+    nodes,
+    peer,
+    restart,
+    seed,
+    soak,
+    start_latency,
+    stats,
+    throughput,
+)
 from bench.harness import (
     Context,
     Row,
@@ -42,6 +54,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "big_history": big_history.run,
     "restart": restart.run,
     "stats": stats.run,
+    "nodes": nodes.run,
 }
 BUDGET_SECONDS = 600.0
 

@@ -6,7 +6,9 @@ import asyncio
 import functools
 import gc
 import logging
+import os
 import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +19,7 @@ from litestar.exceptions import HTTPException
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service import __version__
 from service.api.attempts import AttemptController
 from service.api.auth import BearerTokenMiddleware, TokenRegistry
 from service.api.back_pressure import QueueGauge
@@ -26,6 +29,7 @@ from service.api.errors import handle_database_unavailable, handle_http_exceptio
 from service.api.health import HealthController, ReadyController
 from service.api.jobs import JobController
 from service.api.metrics import MetricsController, ServiceMetrics
+from service.api.nodes import NodeAccess, NodeController
 from service.api.openapi import refine_openapi
 from service.api.request_ids import request_ids
 from service.api.stats import StatsController
@@ -42,6 +46,7 @@ from service.db.engine import Timeouts, create_engine, redacted_url
 from service.db.errors import DatabaseUnavailableError
 from service.db.job_store import JobStore
 from service.db.migrate import upgrade_to_head
+from service.db.node_store import NodeRegistration
 from service.db.retention_store import RetentionStore
 from service.domain.retry import RetryPolicy
 from service.runner.job_user import JobUserError, resolve_job_user
@@ -50,6 +55,7 @@ from service.runner.launcher import ProcessLauncher
 from service.settings import Settings
 from service.supervisor.config import SupervisorConfig
 from service.supervisor.listener import DueJobListener
+from service.supervisor.membership import Membership, lease_path_for
 from service.supervisor.node import NodeLock, resolve_node_id
 from service.supervisor.pruner import Pruner, RetentionConfig
 from service.supervisor.reconciler import Reconciler
@@ -105,10 +111,12 @@ def create_app(settings: Settings) -> Litestar:
                     cancel_grace_seconds=settings.cancel_grace_seconds,
                     output_limit_bytes=settings.output_limit_bytes,
                     output_tail_bytes=settings.output_tail_bytes,
+                    lease_path=lease_path_for(settings.data_dir, settings.node_lease_seconds),
                 ),
                 ProcessLauncher(keeper, job_user=job_user),
                 observer=metrics,
             )
+            membership = _membership(settings, database, supervisor, node_id, retry_policy)
             _share_with_controllers(
                 app.state,
                 settings,
@@ -139,6 +147,8 @@ def create_app(settings: Settings) -> Litestar:
             )
             maintenance = (sweeper, *_upkeep_loops(settings, database, stats_engine, node_id, output_dir))
             try:
+                # Registered, heartbeating and rescuing before the reconciler: its writes are fenced by the lease.
+                app.state.node_access = NodeAccess(await membership.join(), retry_policy)
                 # Before the first claim: adopt what a previous life left running, settle what it left behind.
                 await reconciler.run_once()
                 await supervisor.start()
@@ -155,7 +165,7 @@ def create_app(settings: Settings) -> Litestar:
                 for loop in maintenance:
                     await loop.stop()
                 await listener.stop()
-                await supervisor.stop()
+                await membership.leave_after(supervisor.stop)
         finally:
             await stats_engine.dispose()
             await engine.dispose()
@@ -170,6 +180,7 @@ def create_app(settings: Settings) -> Litestar:
             MetricsController,
             DocsAssetController,
             ReadyController,
+            NodeController,
             *web_route_handlers(),
         ],
         dependencies={
@@ -183,6 +194,7 @@ def create_app(settings: Settings) -> Litestar:
                 "stats_engine",
                 "metrics",
                 "queue_gauge",
+                "node_access",
             )
         },
         exception_handlers={
@@ -299,3 +311,26 @@ async def _reload_tokens_on_sighup(tokens: TokenRegistry, _app: Litestar) -> Asy
     finally:
         if hangup is not None:
             loop.remove_signal_handler(hangup)
+
+
+def _membership(
+    settings: Settings, database: Database, supervisor: Supervisor, node_id: str, retry_policy: RetryPolicy
+) -> Membership:
+    """This node's registration, heartbeat and rescuer, as the settings make them."""
+    registration = NodeRegistration(
+        id=node_id,
+        hostname=socket.gethostname(),
+        pid=os.getpid(),
+        version=__version__,
+        api_url=settings.advertised_api_url,
+        slots=settings.max_concurrent_jobs,
+    )
+    return Membership(
+        database,
+        supervisor,
+        registration,
+        lease_seconds=settings.node_lease_seconds,
+        shutdown_lease_seconds=settings.shutdown_lease_seconds,
+        data_dir=settings.data_dir,
+        retry_policy=retry_policy,
+    )

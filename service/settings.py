@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from service.db.engine import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_STATEMENT_TIMEOUT_SECONDS
+from service.domain.lease import MIN_LEASE_SECONDS
 from service.domain.limits import (
     MAX_CPU_LIMIT_SECONDS,
     MAX_MEMORY_LIMIT_BYTES,
@@ -27,6 +29,8 @@ from service.runner.program import BUNDLED_SAMPLE_JOB
 
 MEBIBYTE = 1024 * 1024
 DEFAULT_RETRY_BACKOFF_BASE_SECONDS = 1.0
+MAX_LEASE_SECONDS = 3600.0
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104  (names, not a bind)
 
 # Names a child process may inherit from the service's environment; everything else (DATABASE_URL, tokens, ...)
 # stays with the service. JOB_ENV_PASSTHROUGH adds more names.
@@ -306,6 +310,34 @@ class Settings(BaseSettings):
             " C compiler), `python` or `none`. Ignored on Windows, which has no keeper."
         ),
     )
+    node_lease_seconds: float = Field(
+        default=30.0,
+        description=(
+            "With `DATABASE_URL`: how long a node's lease lasts, 0 or 3 to 3600. The node renews it every third of"
+            " it; one whose lease ran out is declared dead by another node, which reruns its jobs, and its own exit"
+            " keepers end its programs first (see Nodes in docs/operations.md). 0: no lease, no rescue. Ignored with"
+            " the embedded PostgreSQL (one node)."
+        ),
+    )
+    shutdown_lease_seconds: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=30 * 86400,
+            description=(
+                "The lease a node keeps after a graceful stop, 0 to 2592000: its running jobs keep running that long"
+                " for its return (a planned restart), before another node may declare it dead."
+            ),
+        ),
+    ] = 600.0
+    node_api_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description=(
+            "Where the other nodes reach this node's API (to read the output of an attempt running here)."
+            " Unset: `http://HOST:PORT`, with the machine's host name when `HOST` is a wildcard address."
+        ),
+    )
     job_env_passthrough: tuple[str, ...] = Field(
         default=(),
         description=(
@@ -400,6 +432,15 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown log level {value!r}; use DEBUG, INFO, WARNING or ERROR")
         return level
 
+    @field_validator("node_lease_seconds")
+    @classmethod
+    def _lease_off_or_long_enough(cls, value: float) -> float:
+        if value != 0 and not MIN_LEASE_SECONDS <= value <= MAX_LEASE_SECONDS:
+            raise ValueError(
+                f"is {value:g} s; use 0 (no lease) or {MIN_LEASE_SECONDS:g} to {MAX_LEASE_SECONDS:g} seconds"
+            )
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
@@ -446,6 +487,14 @@ class Settings(BaseSettings):
     def programs(self) -> dict[str, Path]:
         """Every program a job may name, `default` first: JOB_SCRIPT_PATH (or the sample job), then the others."""
         return {DEFAULT_PROGRAM_NAME: self.job_script_path or BUNDLED_SAMPLE_JOB, **self.allowed_programs}
+
+    @property
+    def advertised_api_url(self) -> str:
+        """NODE_API_URL, else this node's HOST and PORT as another node would reach them."""
+        if self.node_api_url:
+            return self.node_api_url.rstrip("/")
+        host = socket.gethostname() if self.host in WILDCARD_HOSTS else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     @property
     def job_limits(self) -> JobLimits:

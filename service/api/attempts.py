@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, MediaType, Response, get
+from litestar import Controller, MediaType, Request, Response, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, PathParameter, QueryParameter
@@ -19,6 +19,8 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
 from service.api.dependencies import OutputAccess
 from service.api.errors import ProblemError, problem_response
+from service.api.forwarding import forward_if_running_elsewhere
+from service.api.nodes import NodeAccess
 from service.api.schemas import AttemptRead
 from service.db.job_store import JobStore
 from service.domain.identifiers import parse_job_id
@@ -168,18 +170,21 @@ class AttemptController(Controller):
                 "is not a byte offset."
             ),
             404: problem_response("No such job, or no such attempt of it."),
-            409: problem_response("The attempt runs on another node, which keeps its output."),
+            409: problem_response("The attempt runs on another node, which keeps its output, and cannot be asked."),
+            503: problem_response("The attempt runs on another node, which did not answer."),
         },
     )
     async def get_output(
         self,
         *,
+        request: Request[Any, Any, Any],
         job_id: FromPath[str],
         attempt: Annotated[
             int, PathParameter(ge=1, le=MAX_ATTEMPT_NUMBER, description="The attempt's number, 1 for the first.")
         ],
         job_store: NamedDependency[JobStore],
         output_access: NamedDependency[OutputAccess],
+        node_access: NamedDependency[NodeAccess],
         stream: Annotated[
             Literal["stdout", "stderr"], QueryParameter(description="Which output: stdout or stderr.")
         ] = "stdout",
@@ -203,10 +208,14 @@ class AttemptController(Controller):
     ) -> Response[Any]:
         """The output as text/plain (at most OUTPUT_LIMIT_BYTES plus the kept tail and the truncation markers).
 
-        Output lives on the node that ran the attempt. Another node answers with the tail stored on the attempt
-        row once the attempt has ended (header `Output-Source: database-tail`), and 409 while it still runs.
+        Output lives on the node that ran the attempt. While it runs, another node forwards the request there and
+        passes the answer back; once it has ended, another node answers with the tail stored on the attempt row
+        (header `Output-Source: database-tail`).
         """
         record = await _attempt_or_404(job_store, job_id, attempt)
+        forwarded = await forward_if_running_elsewhere(request, record, output_access, node_access, follow=follow)
+        if forwarded is not None:
+            return forwarded
         output = _locate(record, stream, output_access)
         if follow:
             start = int(last_event_id) if last_event_id else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 
@@ -54,10 +55,15 @@ def register(app: typer.Typer) -> None:
         render.stdout.print(render.patterns_table(report))
         render.note("* significant: adjusted p-value at most 0.05 (Benjamini-Hochberg)")
 
-    @app.command("nodes")
+    nodes_app = typer.Typer(no_args_is_help=False, help="The service's nodes, and forgetting one that is gone.")
+    app.add_typer(nodes_app, name="nodes")
+
+    @nodes_app.callback(invoke_without_command=True)
     @failing_with_one_line
     def nodes(context: typer.Context, as_json: JsonOption = False) -> None:
-        """The service's nodes: each one's health and running jobs."""
+        """The service's nodes: each one's state, lease and running jobs (or its health, without a registry)."""
+        if context.invoked_subcommand is not None:
+            return
         with cli_context(context).api() as api:
             found, from_registry = list_nodes(api)
         if as_json:
@@ -66,3 +72,21 @@ def register(app: typer.Typer) -> None:
         if not from_registry:
             render.note(NO_NODE_REGISTRY)
         render.stdout.print(render.nodes_table(found))
+
+    @nodes_app.command("forget")
+    @failing_with_one_line
+    def forget(
+        context: typer.Context,
+        node_id: Annotated[str, typer.Argument(metavar="NODE", help="The node's id (its NODE_ID).")],
+        as_json: JsonOption = False,
+    ) -> None:
+        """Forget a node that will never return: its running jobs become lost and run again elsewhere."""
+        with cli_context(context).api() as api:
+            forgotten: dict[str, Any] = api.request("DELETE", f"/nodes/{quote(node_id, safe='')}").json()
+        if as_json:
+            render.print_json(forgotten)
+            return
+        render.stdout.print(
+            f"forgot node {forgotten['nodeId']}: {forgotten['lostAttempts']} running attempt(s) made lost, "
+            f"{forgotten['retriedJobs']} job(s) to run again"
+        )

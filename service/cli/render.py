@@ -197,6 +197,9 @@ def patterns_table(stats: dict[str, Any]) -> Table:
 
 
 def nodes_table(nodes: list[dict[str, Any]]) -> Table:
+    """The nodes of GET /nodes (state, lease, running out of slots), or the one node of GET /health."""
+    if nodes and "state" in nodes[0]:
+        return _registry_table(nodes)
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("NODE", "STATUS", "DATABASE", "RUNNING"):
         table.add_column(column)
@@ -207,5 +210,27 @@ def nodes_table(nodes: list[dict[str, Any]]) -> Table:
             Text(status, style="green" if status == "ok" else "red"),
             str(node.get("database", "-")),
             str(node.get("runningJobs", "-")),
+        )
+    return table
+
+
+def _moment(iso_time: str) -> str:
+    """`2026-12-01T09:53:40.771250Z` as `12-01 09:53:40`: to the second, in UTC, short enough for a table."""
+    return iso_time[5:19].replace("T", " ")
+
+
+def _registry_table(nodes: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("NODE", "STATE", "RUNNING", "LAST HEARTBEAT", "LEASE UNTIL", "API"):
+        table.add_column(column)
+    styles = {"alive": "green", "leaving": "yellow"}
+    for node in nodes:
+        table.add_row(
+            node["nodeId"],
+            Text(node["state"], style=styles.get(node["state"], "red")),
+            f"{node['running']}/{node['slots']}",
+            _moment(node["lastHeartbeat"]),
+            _moment(node["leaseUntil"]) if node["leaseUntil"] else "no lease",
+            str(node["apiUrl"] or "-"),
         )
     return table

@@ -64,7 +64,9 @@ def serve(settings: Settings) -> None:
     # The embedded server, when the service is root, runs as its own user and must reach DATA_DIR/postgres.
     embedded_server_user = settings.database_url is None and running_as_root()
     secure_data_dir(settings.data_dir, embedded_server_user=embedded_server_user)
-    settings = settings.model_copy(update={"database_url": resolve_database_url(settings)})
+    # The embedded PostgreSQL serves one node by construction: no lease, nothing for another node to take over.
+    lease = settings.node_lease_seconds if settings.database_url is not None else 0.0
+    settings = settings.model_copy(update={"database_url": resolve_database_url(settings), "node_lease_seconds": lease})
     secure_data_dir(settings.data_dir, embedded_server_user=embedded_server_user)  # its start-up opens the folder
     try:
         job_user = resolve_job_user(settings.job_user)

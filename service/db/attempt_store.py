@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
 from sqlalchemy import text
 
 from service.db.coalescing import Coalescer
 from service.db.connections import Database
+from service.db.fencing import FENCED, LIMIT_TRANSACTION_IDLE, Fenced, LeaseLapsedError, lease_held
 from service.db.rows import ATTEMPT_COLUMNS, attempt_from_row
 from service.domain.limits import JobLimits
 from service.domain.records import (
@@ -31,7 +33,7 @@ from service.domain.status import (
 
 
 @dataclass(frozen=True, slots=True)
-class _OutcomeToRecord:
+class OutcomeToRecord:
     attempt_id: int
     ending: AttemptEnding
     retry_policy: RetryPolicy
@@ -63,7 +65,7 @@ class AttemptStore:
                     WITH due AS (
                         SELECT id, priority, next_attempt_at FROM jobs
                         WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= now()
-                          AND status = ANY($1::text[])
+                          AND status = ANY($1::text[]) AND {lease_held("$3")}
                         ORDER BY priority DESC, next_attempt_at, id
                         LIMIT $2
                         FOR UPDATE SKIP LOCKED
@@ -98,31 +100,42 @@ class AttemptStore:
 
     async def record_process_started(
         self, *, attempt_id: int, pid: int, process_started_at: datetime, started_at: datetime
-    ) -> None:
+    ) -> bool:
         """Remember which OS process runs the attempt (pid and the OS's start time together are its identity).
 
-        Committed before returning; concurrent calls share one statement and commit (see `Coalescer`).
+        Committed before returning; concurrent calls share one statement and commit (see `Coalescer`). False: the
+        attempt is no longer running (another node took it over), so its program must not start. Raises
+        `LeaseLapsedError` while this node's lease has lapsed (it may be renewed yet: try again).
         """
-        await self._process_starts(ProcessStart(attempt_id, pid, process_started_at, started_at))
+        recorded = await self._process_starts(ProcessStart(attempt_id, pid, process_started_at, started_at))
+        if isinstance(recorded, Fenced):
+            raise LeaseLapsedError(f"attempt {attempt_id}: this node's lease has lapsed; its process is not let go")
+        return recorded
 
-    async def record_processes_started(self, starts: Sequence[ProcessStart]) -> list[None]:
+    async def record_processes_started(self, starts: Sequence[ProcessStart]) -> list[bool | Fenced]:
         """`record_process_started` for several attempts, in one statement."""
+        ids = [start.attempt_id for start in starts]
         async with self._database.driver() as driver:
-            await driver.execute(
-                """
+            rows = await driver.fetch(
+                f"""
                 UPDATE attempts a
                 SET pid = s.pid, process_started_at = s.process_started_at, started_at = s.started_at
                 FROM unnest($1::bigint[], $2::integer[], $3::timestamptz[], $4::timestamptz[])
                      AS s(id, pid, process_started_at, started_at)
-                WHERE a.id = s.id AND a.outcome = $5
+                WHERE a.id = s.id AND a.outcome = $5 AND {lease_held("a.node_id")}
+                RETURNING a.id
                 """,
-                [start.attempt_id for start in starts],
+                ids,
                 [start.pid for start in starts],
                 [start.process_started_at for start in starts],
                 [start.started_at for start in starts],
                 AttemptOutcome.RUNNING.value,
             )
-        return [None] * len(starts)
+            written = {row["id"] for row in rows}
+            fenced = (
+                await _still_running(driver, [i for i in ids if i not in written]) if len(written) < len(ids) else set()
+            )
+        return [FENCED if i in fenced else i in written for i in ids]
 
     async def record_outcome(
         self, *, attempt_id: int, ending: AttemptEnding, retry_policy: RetryPolicy
@@ -130,112 +143,20 @@ class AttemptStore:
         """Write how the attempt ended and move its job on, in one transaction committed before returning.
 
         Fenced: nothing is written unless the attempt is still `running`, so a second writer for the same
-        attempt (a late watcher, a reconciler) finds nothing to do and gets None. Concurrent calls share one
-        transaction (see `Coalescer`); each job's next status is still decided by the state machine alone.
+        attempt (a late watcher, a reconciler, a node that took it over) finds nothing to do and gets None; and
+        nothing is written while the attempt's node does not hold its lease: that raises `LeaseLapsedError`, to be
+        tried again (the lease may be renewed, or the attempt taken over). Concurrent calls share one transaction
+        (see `Coalescer`); each job's next status is still decided by the state machine alone.
         """
-        return await self._outcomes(_OutcomeToRecord(attempt_id, ending, retry_policy))
+        recorded = await self._outcomes(OutcomeToRecord(attempt_id, ending, retry_policy))
+        if isinstance(recorded, Fenced):
+            raise LeaseLapsedError(f"attempt {attempt_id}: this node's lease has lapsed; its outcome waits")
+        return recorded
 
-    async def _record_outcomes(self, outcomes: Sequence[_OutcomeToRecord]) -> list[RecordedOutcome | None]:
-        # An attempt given twice is written once, with its first ending: UPDATE ... FROM would pick either of two
-        # joined rows (by the plan), and the job's next status must follow the ending actually written.
-        first_of_each = list({outcome.attempt_id: outcome for outcome in reversed(outcomes)}.values())
-        endings = [outcome.ending for outcome in first_of_each]
+    async def _record_outcomes(self, outcomes: Sequence[OutcomeToRecord]) -> list[RecordedOutcome | Fenced | None]:
         async with self._database.driver() as driver, driver.transaction():
-            # The fenced attempt updates, and their jobs' rows locked (attempts first, then jobs in id order, as
-            # every writer of both does) for the state machine to decide each job's next status.
-            finished = await driver.fetch(
-                """
-                WITH ending AS (
-                    SELECT * FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::integer[],
-                                         $5::timestamptz[], $6::bigint[], $7::text[], $8::bigint[], $9::bigint[],
-                                         $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[])
-                        AS e(id, outcome, exit_code, signal, finished_at, duration_ms, error, user_cpu_ms,
-                             system_cpu_ms, max_rss_kb, stdout_bytes, stderr_bytes, stdout_tail, stderr_tail)
-                ), finished AS (
-                    UPDATE attempts a
-                    SET outcome = e.outcome, exit_code = e.exit_code, signal = e.signal, finished_at = e.finished_at,
-                        duration_ms = coalesce(e.duration_ms, greatest(0,
-                            (extract(epoch FROM e.finished_at - a.started_at) * 1000)::bigint)),
-                        error = e.error, user_cpu_ms = e.user_cpu_ms, system_cpu_ms = e.system_cpu_ms,
-                        max_rss_kb = e.max_rss_kb, stdout_bytes = e.stdout_bytes, stderr_bytes = e.stderr_bytes,
-                        stdout_tail = e.stdout_tail, stderr_tail = e.stderr_tail
-                    FROM ending e
-                    WHERE a.id = e.id AND a.outcome = $15
-                    RETURNING a.id, a.job_id, a.attempt_number
-                )
-                SELECT f.id, f.job_id, f.attempt_number, j.status, j.max_attempts,
-                       j.cancel_requested_at IS NOT NULL AS cancel_requested
-                FROM finished f JOIN jobs j ON j.id = f.job_id
-                ORDER BY j.id
-                FOR UPDATE OF j
-                """,
-                [outcome.attempt_id for outcome in first_of_each],
-                [ending.outcome.value for ending in endings],
-                [ending.exit_code for ending in endings],
-                [ending.signal for ending in endings],
-                [ending.finished_at for ending in endings],
-                [ending.duration_ms for ending in endings],
-                [ending.error for ending in endings],
-                [ending.user_cpu_ms for ending in endings],
-                [ending.system_cpu_ms for ending in endings],
-                [ending.max_rss_kb for ending in endings],
-                [ending.stdout_bytes for ending in endings],
-                [ending.stderr_bytes for ending in endings],
-                [ending.stdout_tail for ending in endings],
-                [ending.stderr_tail for ending in endings],
-                AttemptOutcome.RUNNING.value,
-            )
-            by_attempt = {row["id"]: row for row in finished}
-            recorded: list[RecordedOutcome | None] = []
-            job_updates: list[tuple[int, JobStatus, float | None, AttemptEnding]] = []
-            for outcome in outcomes:
-                row = by_attempt.pop(outcome.attempt_id, None)  # an attempt given twice is written once
-                if row is None:
-                    recorded.append(None)
-                    continue
-                job_id: int = row["job_id"]
-                attempt_number: int = row["attempt_number"]
-                current = JobStatus(row["status"])
-                if current not in STATUSES_WITH_ATTEMPT_IN_FLIGHT:
-                    recorded.append(RecordedOutcome(job_id=job_id, attempt_number=attempt_number, job_status=None))
-                    continue
-                new_status = status_after_attempt(
-                    current,
-                    outcome.ending.outcome,
-                    attempt_number,
-                    row["max_attempts"],
-                    cancel_requested=row["cancel_requested"],
-                )
-                retry_in = (
-                    outcome.retry_policy.delay_seconds(attempt_number) if new_status is JobStatus.RETRIED else None
-                )
-                job_updates.append((job_id, new_status, retry_in, outcome.ending))
-                recorded.append(
-                    RecordedOutcome(
-                        job_id=job_id, attempt_number=attempt_number, job_status=new_status, retry_in_seconds=retry_in
-                    )
-                )
-            if job_updates:
-                await driver.execute(
-                    """
-                    UPDATE jobs j
-                    SET status = u.status,
-                        next_attempt_at = CASE WHEN u.final THEN NULL
-                                               ELSE now() + make_interval(secs => u.retry_in) END,
-                        finished_at = CASE WHEN u.final THEN u.finished_at END,
-                        exit_code = CASE WHEN u.final THEN u.exit_code END
-                    FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::float8[], $5::timestamptz[],
-                                $6::integer[]) AS u(id, status, final, retry_in, finished_at, exit_code)
-                    WHERE j.id = u.id
-                    """,
-                    [job_id for job_id, _, _, _ in job_updates],
-                    [status.value for _, status, _, _ in job_updates],
-                    [status.is_final for _, status, _, _ in job_updates],
-                    [retry_in or 0.0 for _, _, retry_in, _ in job_updates],
-                    [ending.finished_at for _, _, _, ending in job_updates],
-                    [ending.exit_code for _, _, _, ending in job_updates],
-                )
-            return recorded
+            await driver.execute(LIMIT_TRANSACTION_IDLE)
+            return await apply_outcomes(driver, outcomes, fence_on_lease=True)
 
     async def running_attempts_on_node(self, node_id: str) -> list[RunningAttempt]:
         """Attempts that the database says are running on `node_id` (reconciliation after a restart)."""
@@ -272,3 +193,123 @@ class AttemptStore:
                 AttemptOutcome.RUNNING.value,
             )
         return [row["id"] for row in rows]
+
+
+async def apply_outcomes(
+    driver: asyncpg.Connection, outcomes: Sequence[OutcomeToRecord], *, fence_on_lease: bool
+) -> list[RecordedOutcome | Fenced | None]:
+    """Write the endings of still-running attempts and move their jobs on, inside the caller's transaction.
+
+    With `fence_on_lease`, an attempt whose node does not hold its lease is not written (FENCED); the rescuer, which
+    settles a dead node's attempts, writes without that fence.
+    """
+    # An attempt given twice is written once, with its first ending: UPDATE ... FROM would pick either of two
+    # joined rows (by the plan), and the job's next status must follow the ending actually written.
+    first_of_each = list({outcome.attempt_id: outcome for outcome in reversed(outcomes)}.values())
+    endings = [outcome.ending for outcome in first_of_each]
+    # The fenced attempt updates, and their jobs' rows locked (attempts first, then jobs in id order, as
+    # every writer of both does) for the state machine to decide each job's next status.
+    finished = await driver.fetch(
+        f"""
+        WITH ending AS (
+            SELECT * FROM unnest($1::bigint[], $2::text[], $3::integer[], $4::integer[],
+                                 $5::timestamptz[], $6::bigint[], $7::text[], $8::bigint[], $9::bigint[],
+                                 $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[])
+                AS e(id, outcome, exit_code, signal, finished_at, duration_ms, error, user_cpu_ms,
+                     system_cpu_ms, max_rss_kb, stdout_bytes, stderr_bytes, stdout_tail, stderr_tail)
+        ), finished AS (
+            UPDATE attempts a
+            SET outcome = e.outcome, exit_code = e.exit_code, signal = e.signal, finished_at = e.finished_at,
+                duration_ms = coalesce(e.duration_ms, greatest(0,
+                    (extract(epoch FROM e.finished_at - a.started_at) * 1000)::bigint)),
+                error = e.error, user_cpu_ms = e.user_cpu_ms, system_cpu_ms = e.system_cpu_ms,
+                max_rss_kb = e.max_rss_kb, stdout_bytes = e.stdout_bytes, stderr_bytes = e.stderr_bytes,
+                stdout_tail = e.stdout_tail, stderr_tail = e.stderr_tail
+            FROM ending e
+            WHERE a.id = e.id AND a.outcome = $15 AND ($16 = false OR {lease_held("a.node_id")})
+            RETURNING a.id, a.job_id, a.attempt_number
+        )
+        SELECT f.id, f.job_id, f.attempt_number, j.status, j.max_attempts,
+               j.cancel_requested_at IS NOT NULL AS cancel_requested
+        FROM finished f JOIN jobs j ON j.id = f.job_id
+        ORDER BY j.id
+        FOR UPDATE OF j
+        """,
+        [outcome.attempt_id for outcome in first_of_each],
+        [ending.outcome.value for ending in endings],
+        [ending.exit_code for ending in endings],
+        [ending.signal for ending in endings],
+        [ending.finished_at for ending in endings],
+        [ending.duration_ms for ending in endings],
+        [ending.error for ending in endings],
+        [ending.user_cpu_ms for ending in endings],
+        [ending.system_cpu_ms for ending in endings],
+        [ending.max_rss_kb for ending in endings],
+        [ending.stdout_bytes for ending in endings],
+        [ending.stderr_bytes for ending in endings],
+        [ending.stdout_tail for ending in endings],
+        [ending.stderr_tail for ending in endings],
+        AttemptOutcome.RUNNING.value,
+        fence_on_lease,
+    )
+    by_attempt = {row["id"]: row for row in finished}
+    # Not written yet still running: its node does not hold its lease (the rarer path costs one more query).
+    missing = [outcome.attempt_id for outcome in first_of_each if outcome.attempt_id not in by_attempt]
+    fenced = await _still_running(driver, missing) if fence_on_lease and missing else set()
+    recorded: list[RecordedOutcome | Fenced | None] = []
+    job_updates: list[tuple[int, JobStatus, float | None, AttemptEnding]] = []
+    for outcome in outcomes:
+        row = by_attempt.pop(outcome.attempt_id, None)  # an attempt given twice is written once
+        if row is None:
+            recorded.append(FENCED if outcome.attempt_id in fenced else None)
+            continue
+        job_id: int = row["job_id"]
+        attempt_number: int = row["attempt_number"]
+        current = JobStatus(row["status"])
+        if current not in STATUSES_WITH_ATTEMPT_IN_FLIGHT:
+            recorded.append(RecordedOutcome(job_id=job_id, attempt_number=attempt_number, job_status=None))
+            continue
+        new_status = status_after_attempt(
+            current,
+            outcome.ending.outcome,
+            attempt_number,
+            row["max_attempts"],
+            cancel_requested=row["cancel_requested"],
+        )
+        retry_in = outcome.retry_policy.delay_seconds(attempt_number) if new_status is JobStatus.RETRIED else None
+        job_updates.append((job_id, new_status, retry_in, outcome.ending))
+        recorded.append(
+            RecordedOutcome(
+                job_id=job_id, attempt_number=attempt_number, job_status=new_status, retry_in_seconds=retry_in
+            )
+        )
+    if job_updates:
+        await driver.execute(
+            """
+            UPDATE jobs j
+            SET status = u.status,
+                next_attempt_at = CASE WHEN u.final THEN NULL
+                                       ELSE now() + make_interval(secs => u.retry_in) END,
+                finished_at = CASE WHEN u.final THEN u.finished_at END,
+                exit_code = CASE WHEN u.final THEN u.exit_code END
+            FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::float8[], $5::timestamptz[],
+                        $6::integer[]) AS u(id, status, final, retry_in, finished_at, exit_code)
+            WHERE j.id = u.id
+            """,
+            [job_id for job_id, _, _, _ in job_updates],
+            [status.value for _, status, _, _ in job_updates],
+            [status.is_final for _, status, _, _ in job_updates],
+            [retry_in or 0.0 for _, _, retry_in, _ in job_updates],
+            [ending.finished_at for _, _, _, ending in job_updates],
+            [ending.exit_code for _, _, _, ending in job_updates],
+        )
+    return recorded
+
+
+async def _still_running(driver: asyncpg.Connection, attempt_ids: Sequence[int]) -> set[int]:
+    rows = await driver.fetch(
+        "SELECT id FROM attempts WHERE id = ANY($1::bigint[]) AND outcome = $2",
+        list(attempt_ids),
+        AttemptOutcome.RUNNING.value,
+    )
+    return {row["id"] for row in rows}

@@ -3,7 +3,8 @@
  * service itself (a crash, kill -9, an upgrade). The service starts it as
  *
  *     exit_keeper [--output-limit=BYTES] [--output-tail=BYTES] [--memory-limit=BYTES] [--cpu-limit=SECONDS]
- *                 [--open-files-limit=COUNT] [--run-as=UID:GID[:GROUPS]] STATUS_PATH PROGRAM [ARGUMENT...]
+ *                 [--open-files-limit=COUNT] [--run-as=UID:GID[:GROUPS]] [--lease-file=PATH] STATUS_PATH PROGRAM
+ *                 [ARGUMENT...]
  *
  * It forks, execs PROGRAM with the arguments untouched (no shell), waits for it with wait4(), and atomically
  * writes one line of JSON to STATUS_PATH (write to STATUS_PATH.tmp, fsync, rename):
@@ -42,6 +43,15 @@
  * exits with the program's exit code, or 128 + the signal number; 124 means it was abandoned before the start, 125
  * that it failed itself.
  *
+ * Lease (--lease-file). Where nodes share a database, a node whose lease lapses is declared dead by another and
+ * its jobs run again there; its programs must be gone by then. The service writes into PATH, each time it renews
+ * its lease, the wall-clock time (milliseconds since the epoch) until which its programs may run. While the program
+ * runs (and while a drainer copies for what it left behind) the keeper reads the file every LEASE_CHECK_MS; once
+ * that time has passed it notes it in the attempt's stderr file and SIGKILLs its whole process group, itself
+ * included, writing no status: a service that could not renew its lease (frozen, cut off from the database, or
+ * killed) records nothing for the attempt, and the node that declares it dead records it `lost`. A file that cannot
+ * be read keeps the last time read; before any was read, nothing is ended.
+ *
  * Kept small and dependency-free on purpose: it runs once per attempt (see service/runner/exit_keeper.py for the
  * Python twin used where no C compiler exists; both speak the same format).
  */
@@ -65,6 +75,7 @@
 #define KEEPER_FAILED 125
 #define COPY_BUFFER_BYTES 65536
 #define MARKER_BYTES 256
+#define LEASE_CHECK_MS 250 /* service/domain/lease.py KEEPER_LEASE_CHECK_SECONDS: the lease margin covers it */
 
 static const int forwarded_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 #define FORWARDED_SIGNAL_COUNT (sizeof forwarded_signals / sizeof forwarded_signals[0])
@@ -87,6 +98,9 @@ static long long memory_limit = -1, cpu_limit = -1, open_files_limit = -1;
 /* Past the soft CPU limit the program gets SIGXCPU; this much later, SIGKILL. */
 #define CPU_LIMIT_KILL_AFTER_SECONDS 1
 static int child_exited_pipe[2] = {-1, -1};
+static const char *lease_path = NULL;
+static long long lease_deadline_ms = -1; /* the last deadline read from lease_path; -1: none yet */
+static long long next_lease_check_ms = 0;
 
 static long long nanoseconds(const struct timespec *t) {
     return (long long)t->tv_sec * 1000000000LL + t->tv_nsec;
@@ -143,6 +157,37 @@ static void on_child_exited(int signal_number) {
     int saved_errno = errno;
     (void)write(child_exited_pipe[1], "c", 1);
     errno = saved_errno;
+}
+
+static long long clock_ms(clockid_t clock) {
+    struct timespec now;
+    clock_gettime(clock, &now);
+    return (long long)now.tv_sec * 1000LL + now.tv_nsec / 1000000LL;
+}
+
+/* The program may run while the node's lease holds; past the deadline in the lease file, the whole group ends. */
+static void end_group_if_lease_lapsed(void) {
+    if (lease_path == NULL) return;
+    long long now = clock_ms(CLOCK_MONOTONIC);
+    if (now < next_lease_check_ms) return;
+    next_lease_check_ms = now + LEASE_CHECK_MS;
+    int fd = open(lease_path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char text[32];
+        ssize_t length = read(fd, text, sizeof text - 1);
+        close(fd);
+        if (length > 0) {
+            text[length] = '\0';
+            char *end;
+            errno = 0;
+            long long deadline = strtoll(text, &end, 10);
+            if (errno == 0 && end != text && deadline > 0) lease_deadline_ms = deadline;
+        }
+    }
+    if (lease_deadline_ms < 0 || clock_ms(CLOCK_REALTIME) <= lease_deadline_ms) return;
+    static const char notice[] = "\n[jobmanager: this node's lease lapsed; the exit keeper ended the program]\n";
+    (void)write_all(STDERR_FILENO, notice, sizeof notice - 1);
+    kill(0, SIGKILL);
 }
 
 static int parse_size(const char *text, long long *value) {
@@ -279,7 +324,9 @@ static int copy_streams(struct stream *streams, char *buffer, pid_t child, int *
         watched[2].fd = child > 0 ? child_exited_pipe[0] : -1;
         watched[2].events = POLLIN;
         watched[2].revents = 0;
-        if (poll(watched, 3, -1) < 0) {
+        int ready = poll(watched, 3, lease_path != NULL ? LEASE_CHECK_MS : -1);
+        end_group_if_lease_lapsed();
+        if (ready < 0) {
             if (errno == EINTR) continue;
             return -1;
         }
@@ -312,13 +359,17 @@ int main(int argc, char **argv) {
             continue;
         }
         if (strncmp(option, "--run-as=", 9) == 0 && parse_run_as(option + 9) == 0) continue;
+        if (strncmp(option, "--lease-file=", 13) == 0 && option[13] != '\0') {
+            lease_path = option + 13;
+            continue;
+        }
         fprintf(stderr, "exit_keeper: unknown or bad option %s\n", option);
         return KEEPER_FAILED;
     }
     if (argc - first < 2) {
         fprintf(stderr, "usage: exit_keeper [--output-limit=BYTES] [--output-tail=BYTES] [--memory-limit=BYTES] "
-                        "[--cpu-limit=SECONDS] [--open-files-limit=COUNT] [--run-as=UID:GID[:GROUPS]] STATUS_PATH "
-                        "PROGRAM [ARGUMENT...]\n");
+                        "[--cpu-limit=SECONDS] [--open-files-limit=COUNT] [--run-as=UID:GID[:GROUPS]] "
+                        "[--lease-file=PATH] STATUS_PATH PROGRAM [ARGUMENT...]\n");
         return KEEPER_FAILED;
     }
     const char *status_path = argv[first];

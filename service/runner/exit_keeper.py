@@ -1,9 +1,10 @@
 """The Python twin of exit_keeper.c, for machines without a C compiler: same arguments, same status format.
 
 Run as a script (`python -I -S exit_keeper.py [--output-limit=N] [--output-tail=N] [--memory-limit=BYTES]
-[--cpu-limit=SECONDS] [--open-files-limit=COUNT] [--run-as=UID:GID[:GROUPS]] STATUS_PATH PROGRAM [ARG...]`);
-it imports only the standard library so that it starts as fast as Python can. See exit_keeper.c for what it does
-and why: the program's output goes through pipes that the keeper copies into the files, within the limit.
+[--cpu-limit=SECONDS] [--open-files-limit=COUNT] [--run-as=UID:GID[:GROUPS]] [--lease-file=PATH] STATUS_PATH PROGRAM
+[ARG...]`); it imports only the standard library so that it starts as fast as Python can. See exit_keeper.c for what
+it does and why: the program's output goes through pipes that the keeper copies into the files, within the limit,
+and the program's group is ended once the node's lease (the time in the lease file) has passed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ CHILD_SWITCH_USER_FAILED = 126
 # The exec report of a child that could not become JOB_USER starts with this; a failed exec's is the bare errno.
 SWITCH_USER_REPORT_PREFIX = b"user:"
 COPY_BUFFER_BYTES = 65536
+LEASE_CHECK_SECONDS = 0.25  # exit_keeper.c LEASE_CHECK_MS
 # Past the soft CPU limit the program gets SIGXCPU; this much later, SIGKILL.
 CPU_LIMIT_KILL_AFTER_SECONDS = 1
 LIMIT_OPTIONS = {
@@ -112,6 +114,38 @@ class Stream:
             return True
 
 
+class Lease:
+    """The lease file the service renews (see exit_keeper.c): past its deadline the whole group is ended."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.deadline_ms = -1
+        self.next_check = 0.0
+
+    @property
+    def check_interval(self) -> float | None:
+        return LEASE_CHECK_SECONDS if self.path is not None else None
+
+    def end_group_if_lapsed(self) -> None:
+        if self.path is None or time.monotonic() < self.next_check:
+            return
+        self.next_check = time.monotonic() + LEASE_CHECK_SECONDS
+        try:
+            with open(self.path, "rb") as lease_file:
+                deadline = int(lease_file.read(31).strip() or b"0")
+            if deadline > 0:
+                self.deadline_ms = deadline
+        except (OSError, ValueError):
+            pass  # unreadable: the last deadline read still holds
+        if self.deadline_ms < 0 or time.time_ns() // 1_000_000 <= self.deadline_ms:
+            return
+        os.write(2, b"\n[jobmanager: this node's lease lapsed; the exit keeper ended the program]\n")
+        os.killpg(0, signal.SIGKILL)
+
+
+LEASE = Lease(None)
+
+
 def write_status_atomically(status_path: str, line: str) -> None:
     temporary_path = status_path + ".tmp"
     descriptor = os.open(temporary_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -141,7 +175,9 @@ def copy_streams(streams: list[Stream], child_exited_fd: int | None) -> None:
         if child_exited_fd is not None:
             selector.register(child_exited_fd, selectors.EVENT_READ, None)
         while selector.get_map():
-            for key, _ in selector.select():
+            events = selector.select(LEASE.check_interval)
+            LEASE.end_group_if_lapsed()
+            for key, _ in events:
                 if key.data is None:
                     drain_wakeups(key.fd)
                     return
@@ -178,7 +214,9 @@ def parse_options(argv: list[str]) -> tuple[int, int, dict[int, int], RunAs | No
     index = 1
     while index < len(argv) and argv[index].startswith("--"):
         name, _, value = argv[index].partition("=")
-        if name == "--run-as":
+        if name == "--lease-file" and value:
+            LEASE.path = value
+        elif name == "--run-as":
             try:
                 run_as = RunAs(value)
             except ValueError:
@@ -271,8 +309,8 @@ def main(argv: list[str]) -> int:
     if parsed is None or len(parsed[4]) < 2:
         sys.stderr.write(
             "usage: exit_keeper.py [--output-limit=BYTES] [--output-tail=BYTES] [--memory-limit=BYTES]"
-            " [--cpu-limit=SECONDS] [--open-files-limit=COUNT] [--run-as=UID:GID[:GROUPS]] STATUS_PATH PROGRAM"
-            " [ARGUMENT...]\n"
+            " [--cpu-limit=SECONDS] [--open-files-limit=COUNT] [--run-as=UID:GID[:GROUPS]] [--lease-file=PATH]"
+            " STATUS_PATH PROGRAM [ARGUMENT...]\n"
         )
         return KEEPER_FAILED
     limit, tail, resource_limits, run_as, (status_path, *program_argv) = parsed

@@ -54,6 +54,8 @@ class ProcessSpec:
     """Past the limit, how many of the last bytes of each stream the keeper still appends when the stream ends."""
     limits: JobLimits = NO_LIMITS
     """What the program may use; the exit keeper sets them (without a keeper they are not applied)."""
+    lease_path: Path | None = None
+    """The node's lease file (see runner/lease_file.py): the keeper ends the program once its deadline passes."""
 
 
 class SpawnError(Exception):
@@ -245,7 +247,7 @@ class RunningProcess:
 
 
 def _keeper_options(spec: ProcessSpec) -> list[str]:
-    options = []
+    options = [] if spec.lease_path is None else [f"--lease-file={spec.lease_path}"]
     if spec.output_limit_bytes is not None:
         options += [f"--output-limit={spec.output_limit_bytes}", f"--output-tail={spec.output_tail_bytes}"]
     for option, value in (

@@ -31,3 +31,5 @@ class SupervisorConfig:
     """Bytes of each output stream kept in its file (by the exit keeper); None: all of them."""
     output_tail_bytes: int = DEFAULT_OUTPUT_TAIL_BYTES
     """The end of each stream that is kept past the limit, and stored on the attempt row when it ends."""
+    lease_path: Path | None = None
+    """The node's lease file, handed to each exit keeper; None: no lease (the embedded database, one node)."""

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -235,6 +235,25 @@ class Supervisor:
                 begun += 1
         return begun
 
+    def watched_attempt_ids(self) -> list[int]:
+        """The attempts whose process this node is watching now."""
+        return list(self._running)
+
+    def end_taken(self, attempt_ids: Iterable[int]) -> int:
+        """Another node took these attempts over (this one was declared dead): SIGKILL their whole process groups,
+        keepers included. Their endings then find the attempts no longer running and write nothing."""
+        ended = 0
+        for attempt_id in attempt_ids:
+            watched = self._running.get(attempt_id)
+            if watched is None:
+                continue
+            logger.warning(
+                "%s was taken over by another node; ending its process group %d", watched.key, watched.process.pid
+            )
+            watched.process.kill_group()
+            ended += 1
+        return ended
+
     def adopt(
         self,
         key: AttemptKey,
@@ -292,6 +311,7 @@ class Supervisor:
             output_limit_bytes=self._config.output_limit_bytes,
             output_tail_bytes=self._config.output_tail_bytes,
             limits=attempt.limits,
+            lease_path=self._config.lease_path,
         )
 
     async def _release_and_watch(
@@ -299,7 +319,7 @@ class Supervisor:
     ) -> None:
         key, process = watched.key, watched.process
         # The program may only run once its pid is committed: a crash before that leaves nothing unrecorded.
-        await self._recorder.with_retries(
+        recorded = await self._recorder.with_retries(
             "record the process of",
             key,
             lambda: self._attempts.record_process_started(
@@ -309,6 +329,14 @@ class Supervisor:
                 started_at=process.spawned_at,
             ),
         )
+        if not recorded:
+            # Another node took the attempt over meanwhile (this one was declared dead): it must never run here.
+            logger.warning("%s was taken over by another node before its program started; not run", key)
+            process.abandon()
+            with contextlib.suppress(ExitUnknownError):
+                await process.wait()  # the keeper exits at once; reap it
+            self._running.pop(key.attempt_id, None)
+            return
         process.release()
         # The program starts now; its timeout runs from here (an adopted one's, from the recorded start).
         released_at = datetime.now(UTC)

@@ -189,8 +189,10 @@ def test_reading_commands_print_parsable_json(cli: Cli) -> None:
     assert stats["totalAttempts"] == 1
     assert {pattern["pattern"] for pattern in stats["patterns"]}
     assert len(nodes) == 1
-    assert nodes[0]["status"] == "ok"
-    assert cli("nodes").stderr.strip() == "this service has no node registry; showing the node that answered"
+    assert (nodes[0]["state"], nodes[0]["running"]) == ("alive", 0)  # from the node registry, GET /nodes
+    listed = cli("nodes")
+    assert listed.stderr.strip() == ""
+    assert "alive" in listed.stdout
     assert "Job name contains digits" in cli("stats").stdout
 
 
@@ -214,7 +216,7 @@ def test_an_api_error_is_one_line_and_exit_1(cli: Cli) -> None:
 
 def test_no_command_still_serves_and_db_current_reads_the_schema(cli: Cli, database_url: str) -> None:
     # The server under test was started as `python -m service` with no command (tests/support/server.py).
-    assert cli.json("nodes")[0]["database"] == "ok"
+    assert cli.json("nodes")[0]["state"] == "alive"
     environment = service_environment(DATABASE_URL=database_url)
     current = subprocess.run(
         [sys.executable, "-m", "service", "db", "current", "--json"],
