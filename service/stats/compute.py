@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.stats import discovery_sql
+from service.stats.discovery import DEFAULT_RECENT, test_all
 from service.stats.filters import StatsFilters
+from service.stats.findings import FINDINGS_LIMIT, Discovery
+from service.stats.overlap import candidates, count_overlaps, resolve, sample_percent
 from service.stats.patterns import PATTERNS, Pattern
+from service.stats.query import CountRow, decode_rows
 from service.stats.report import StatsReport, build_report
 from service.stats.rollup import QUEUE_TABLES, read_rollup, refresh_rollup, scan_counts
+from service.stats.summary import summarize
 
 logger = logging.getLogger(__name__)
 
@@ -20,21 +28,78 @@ ROLLUP = "rollup"
 SCAN = "scan"
 
 
+def recent_window_start(filters: StatsFilters, recent: timedelta, now: datetime, *, whole_hours: bool) -> datetime:
+    """The recent window ends at `until` (or now) and lasts `recent`; the rollup counts by the hour, so from it the
+    window starts at the whole hour at or before (it may be up to an hour longer)."""
+    end = min(filters.until, now) if filters.until is not None else now
+    start = end - recent
+    if whole_hours:
+        start = datetime.fromtimestamp(start.timestamp() // 3600 * 3600, tz=UTC)
+    return start
+
+
+async def _read_value_rollup(
+    connection: AsyncConnection, program: str | None, recent_since: datetime
+) -> list[CountRow]:
+    result = await connection.execute(
+        text(discovery_sql.READ_ROLLUP), discovery_sql.read_parameters(program, recent_since)
+    )
+    return decode_rows(result.all())
+
+
+def _split(rows: Sequence[CountRow]) -> tuple[list[CountRow], list[CountRow], list[CountRow]]:
+    """The rollup's rows, the value rows and the recent rows."""
+    values = [r for r in rows if r.dimension.startswith(discovery_sql.VALUE_PREFIX)]
+    recent = [r for r in rows if r.dimension.startswith(discovery_sql.RECENT_PREFIX)]
+    rest = [r for r in rows if not r.dimension.startswith((discovery_sql.VALUE_PREFIX, discovery_sql.RECENT_PREFIX))]
+    return rest, values, recent
+
+
 async def compute_stats(
-    engine: AsyncEngine, filters: StatsFilters | None = None, patterns: Sequence[Pattern] = PATTERNS
+    engine: AsyncEngine,
+    filters: StatsFilters | None = None,
+    patterns: Sequence[Pattern] = PATTERNS,
+    *,
+    recent: timedelta = DEFAULT_RECENT,
+    now: datetime | None = None,
 ) -> StatsReport:
     """Every figure of /stats. No filter, or only `program`: the rollup. A window or a name prefix: a scan."""
     filters = filters or StatsFilters()
+    moment = now or datetime.now(UTC)
+    recent_since = recent_window_start(filters, recent, moment, whole_hours=not filters.needs_scan)
     if filters.needs_scan:
         async with engine.connect() as connection:
-            rows = await scan_counts(connection, patterns, filters)
-        return build_report(rows, patterns, computed_from=SCAN)
-    async with engine.begin() as connection:
-        refresh = await refresh_rollup(connection, patterns)
-        rows = await read_rollup(connection, filters.program)
-    if refresh.rebuilt:
-        await vacuum_queues(engine)
-    return build_report(rows, patterns, computed_from=ROLLUP)
+            rows, value_rows, recent_rows = _split(await scan_counts(connection, patterns, filters, recent_since))
+        report = build_report(rows, patterns, computed_from=SCAN)
+    else:
+        async with engine.begin() as connection:
+            refresh = await refresh_rollup(connection, patterns)
+            rows = await read_rollup(connection, filters.program)
+            _, value_rows, recent_rows = _split(await _read_value_rollup(connection, filters.program, recent_since))
+        if refresh.rebuilt:
+            await vacuum_queues(engine)
+        report = build_report(rows, patterns, computed_from=ROLLUP)
+    ranked, report_patterns = test_all(report, value_rows, recent_rows, recent)
+    chosen = candidates(ranked)
+    async with engine.connect() as connection:
+        overlaps = await count_overlaps(connection, chosen, filters, report.finished_attempts)
+    findings = resolve(ranked, chosen, overlaps)[:FINDINGS_LIMIT]
+    hypotheses = len(ranked)
+    discovery = Discovery(
+        findings=findings,
+        summary=summarize(
+            findings,
+            finished_attempts=report.finished_attempts,
+            overall_success_rate=report.overall_success_rate,
+            hypotheses=hypotheses,
+        ),
+        hypotheses_tested=hypotheses,
+        recent=recent,
+        recent_since=recent_since,
+        overlap_attempts=overlaps.attempts,
+        overlap_sampled=sample_percent(report.finished_attempts) is not None,
+    )
+    return dataclasses.replace(report, patterns=report_patterns, discovery=discovery)
 
 
 async def vacuum_queues(engine: AsyncEngine) -> None:
