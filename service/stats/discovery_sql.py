@@ -161,7 +161,8 @@ READ_ROLLUP = f"""
 """
 """The most frequent values of each dimension (an index scan each) and the recent window, in one statement."""
 
-CLEAR_ROLLUP = ("DELETE FROM stats_rollup_values", "DELETE FROM stats_rollup_hours")
+VALUE_TABLES = ("stats_rollup_values", "stats_rollup_hours")
+CLEAR_ROLLUP = tuple(f"DELETE FROM {table}" for table in VALUE_TABLES)
 
 
 def read_parameters(program: str | None, recent_since: datetime) -> dict[str, object]:

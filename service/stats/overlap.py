@@ -26,9 +26,9 @@ SAME_ATTEMPTS_JACCARD = 0.95
 """Two findings whose attempts share at least this Jaccard index (intersection over union) are one finding."""
 EXPLAINED_ABOVE_P = 0.05
 """Within a stronger finding's strata, a stratified p-value above this means the effect vanished."""
-OVERLAP_EXACT_MAX_ATTEMPTS = 50_000
+OVERLAP_EXACT_MAX_ATTEMPTS = 20_000
 """Up to this many finished attempts the overlaps are counted over all of them; beyond, over a sample."""
-OVERLAP_SAMPLE_ATTEMPTS = 10_000
+OVERLAP_SAMPLE_ATTEMPTS = 2_500
 """The sample's expected size (pages of `attempts` drawn at random, the same pages while the table is unchanged)."""
 
 
