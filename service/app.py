@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +16,7 @@ from litestar.openapi import OpenAPIConfig
 
 from service import __version__
 from service.api.attempts import AttemptController
+from service.api.auth import BearerTokenMiddleware, TokenRegistry
 from service.api.dependencies import JobDefaults, OutputAccess, from_state
 from service.api.errors import handle_http_exception, handle_unexpected_exception
 from service.api.health import HealthController
@@ -25,7 +28,8 @@ from service.db.engine import create_engine, redacted_url
 from service.db.job_store import JobStore
 from service.db.migrate import upgrade_to_head
 from service.domain.retry import RetryPolicy
-from service.runner.keeper import keeper_command
+from service.runner.job_user import JobUserError, resolve_job_user
+from service.runner.keeper import KeeperKind, keeper_command
 from service.runner.launcher import ProcessLauncher
 from service.settings import Settings
 from service.supervisor.config import SupervisorConfig
@@ -42,6 +46,12 @@ def create_app(settings: Settings) -> Litestar:
     if settings.database_url is None:
         raise ValueError("create_app needs a database URL; the entry point starts the embedded server first")
     database_url = settings.database_url
+    tokens = TokenRegistry(
+        settings.api_token.get_secret_value() if settings.api_token else None, settings.api_tokens_file
+    )
+    job_user = resolve_job_user(settings.job_user)
+    if job_user is not None and settings.exit_keeper is KeeperKind.NONE:
+        raise JobUserError("JOB_USER needs an exit keeper, which switches each job to it: EXIT_KEEPER is none")
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -74,7 +84,7 @@ def create_app(settings: Settings) -> Litestar:
                     output_limit_bytes=settings.output_limit_bytes,
                     output_tail_bytes=settings.output_tail_bytes,
                 ),
-                ProcessLauncher(keeper),
+                ProcessLauncher(keeper, job_user=job_user),
             )
             app.state.engine = engine
             app.state.job_store = JobStore(database)
@@ -119,7 +129,26 @@ def create_app(settings: Settings) -> Litestar:
             name: from_state(name) for name in ("job_store", "supervisor", "job_defaults", "output_access", "engine")
         },
         exception_handlers={HTTPException: handle_http_exception, Exception: handle_unexpected_exception},
-        lifespan=[lifespan],
+        lifespan=[functools.partial(_reload_tokens_on_sighup, tokens), lifespan],
+        middleware=[BearerTokenMiddleware(tokens)],
         logging_config=None,  # the entry point configures logging once, for the whole process
         openapi_config=OpenAPIConfig(title="Concurrent Job Manager", version=__version__, path="/schema"),
     )
+
+
+@asynccontextmanager
+async def _reload_tokens_on_sighup(tokens: TokenRegistry, _app: Litestar) -> AsyncIterator[None]:
+    """SIGHUP rereads API_TOKENS_FILE while the service runs (the event loop's handler: no code runs in a signal
+    handler itself)."""
+    hangup = getattr(signal, "SIGHUP", None)  # None on Windows
+    loop = asyncio.get_running_loop()
+    try:
+        if hangup is not None:
+            loop.add_signal_handler(hangup, tokens.reload)
+    except (RuntimeError, ValueError):  # an event loop outside the main thread (a test client) gets no signals
+        hangup = None
+    try:
+        yield
+    finally:
+        if hangup is not None:
+            loop.remove_signal_handler(hangup)

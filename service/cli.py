@@ -15,12 +15,23 @@ from types import FrameType
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
+from sqlalchemy.engine import URL, make_url
 
+from service.api.auth import TokenFileError
 from service.db.embedded import start_embedded_postgres
 from service.db.engine import create_engine, libpq_url
 from service.db.migrate import upgrade_to_head
+from service.hardening import (
+    forget_secret_environment,
+    make_non_dumpable,
+    secure_data_dir,
+    unauthenticated_network_refusal,
+    warn_about_root,
+    warn_if_env_file_exposed,
+)
 from service.logs import configure_logging
-from service.settings import Settings, describe_settings_error
+from service.runner.job_user import JobUserError, resolve_job_user, running_as_root
+from service.settings import ENV_FILE, Settings, describe_settings_error
 
 EXIT_BAD_CONFIGURATION = 2
 EXIT_NO_BENCHMARKS = 2
@@ -53,16 +64,35 @@ def _exit_normally(signal_number: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _refuse_to_start(message: str) -> None:
+    print(f"jobmanager: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_BAD_CONFIGURATION)
+
+
 def serve(settings: Settings) -> None:
     import uvicorn  # noqa: PLC0415  (only serving needs the server)
 
     from service.app import create_app  # noqa: PLC0415
 
+    refusal = unauthenticated_network_refusal(settings)
+    if refusal is not None:
+        _refuse_to_start(refusal)
+    forget_secret_environment()  # Settings has them; no child (embedded PostgreSQL, keeper, job) inherits them
     configure_logging(settings.log_file, settings.log_level)
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _exit_normally)
+    # The embedded server, when the service is root, runs as its own user and must reach DATA_DIR/postgres.
+    embedded_server_user = settings.database_url is None and running_as_root()
+    secure_data_dir(settings.data_dir, embedded_server_user=embedded_server_user)
     settings = settings.model_copy(update={"database_url": resolve_database_url(settings)})
-    app = create_app(settings)
+    secure_data_dir(settings.data_dir, embedded_server_user=embedded_server_user)  # its start-up opens the folder
+    try:
+        job_user = resolve_job_user(settings.job_user)
+        app = create_app(settings)
+    except (TokenFileError, JobUserError) as error:
+        _refuse_to_start(str(error))
+    warn_about_root(settings, is_root=running_as_root(), job_user_switches=job_user is not None)
+    warn_if_env_file_exposed(ENV_FILE)
     print(f"Concurrent Job Manager: http://{settings.host}:{settings.port}  (API docs at /schema)", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
 
@@ -79,8 +109,16 @@ def upgrade_database(settings: Settings) -> None:
     print("database schema is up to date")
 
 
+def _without_password(url: URL) -> URL:
+    return URL.create(url.drivername, url.username, None, url.host, url.port, url.database, url.query)
+
+
 def open_psql(settings: Settings, extra_arguments: Sequence[str]) -> int:
-    url = libpq_url(resolve_database_url(settings))
+    url = make_url(libpq_url(resolve_database_url(settings)))
+    # The password goes to psql in its environment, not on its command line, which every user can read in /proc.
+    environment = dict(os.environ)
+    if url.password is not None:
+        environment["PGPASSWORD"] = str(url.password)
     psql = shutil.which("psql")
     if psql is None or settings.database_url is None:
         # The embedded server ships its own psql, of the same version as the server.
@@ -90,7 +128,9 @@ def open_psql(settings: Settings, extra_arguments: Sequence[str]) -> int:
     # A child, not exec(): this process must exit normally so the embedded server's handle is released.
     previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C belongs to psql
     try:
-        return subprocess.call([psql, url, *extra_arguments])
+        return subprocess.call(
+            [psql, _without_password(url).render_as_string(hide_password=False), *extra_arguments], env=environment
+        )
     finally:
         signal.signal(signal.SIGINT, previous_handler)
 
@@ -109,6 +149,8 @@ def run_bench(arguments: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # First of all: from here on, no other process of this user can read our environment or memory through /proc.
+    make_non_dumpable()
     arguments_given = list(sys.argv[1:] if argv is None else argv)
     if arguments_given[:1] == ["psql"]:
         # Everything after `psql` is psql's own (-c, -f, ...), which argparse would try to parse as ours.

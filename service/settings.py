@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from service.domain.limits import MAX_TIMEOUT_SECONDS
@@ -43,11 +43,14 @@ DEFAULT_CHILD_ENVIRONMENT = (
 )
 
 
+ENV_FILE = Path(".env")
+
+
 class Settings(BaseSettings):
     """Every setting of the service; see `.env.example` for each one with its default."""
 
     model_config = SettingsConfigDict(
-        env_file=".env",
+        env_file=ENV_FILE,
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
@@ -70,8 +73,8 @@ class Settings(BaseSettings):
         default="127.0.0.1",
         min_length=1,
         description=(
-            "Address the API binds to. The API has no authentication: keep the loopback default unless something"
-            " in front of it authenticates."
+            "Address the API binds to. Any address but a loopback one needs `API_TOKEN` or `API_TOKENS_FILE`"
+            " (start-up is refused otherwise, unless `ALLOW_UNAUTHENTICATED=true`)."
         ),
     )
     port: Annotated[int, Field(ge=1, le=65535, description="TCP port of the API, 1 to 65535.")] = 3000
@@ -225,6 +228,40 @@ class Settings(BaseSettings):
         ),
     )
 
+    api_token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description=(
+            "A bearer token every request but `/health` and `/ready` must carry (`Authorization: Bearer <token>`),"
+            " at least 16 characters. Jobs it submits are recorded as submitted by `default`. Unset, with"
+            " `API_TOKENS_FILE` unset too: no authentication (loopback only)."
+        ),
+    )
+    api_tokens_file: Path | None = Field(
+        default=None,
+        description=(
+            "A file of several tokens, one `name:token` a line (`#` starts a comment), each token at least 16"
+            " characters; the name is recorded on the jobs it submits. Read at start-up and again on `SIGHUP`"
+            " (a file that no longer reads keeps the tokens already loaded). Works alongside `API_TOKEN`."
+        ),
+    )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description=(
+            "`true` lets the service serve a non-loopback `HOST` with no token (something in front of it must"
+            " authenticate); otherwise such a start is refused."
+        ),
+    )
+    job_user: str | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "The user jobs run as when the service runs as root: the exit keeper switches each job to this user"
+            " (its group and supplementary groups too) before exec, and a job it cannot switch does not run"
+            " (`spawn_failed`). Needs an exit keeper. Unset while root: jobs run as root, with a warning at start."
+        ),
+    )
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:
@@ -285,6 +322,24 @@ class Settings(BaseSettings):
         return DEFAULT_CHILD_ENVIRONMENT + self.job_env_passthrough
 
 
+# Settings whose value is a secret: a start-up error names them but never shows what was given.
+SECRET_SETTINGS = frozenset({"API_TOKEN"})
+# `scheme://user:password@`: the password of a URL, masked wherever a URL is shown.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)[^/@\s]*@")
+
+
+def mask_url_password(text: str) -> str:
+    """Any `scheme://user:password@` in the text with the password replaced by `***` (works on URLs that do not
+    parse, unlike SQLAlchemy's redaction)."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", text)
+
+
+def _shown_input(variable: str, value: object) -> str:
+    if variable in SECRET_SETTINGS:
+        return "a value, hidden"
+    return mask_url_password(repr(value))
+
+
 # pydantic-settings names the field in its message when a value meant as JSON (a list) does not parse.
 _SETTINGS_ERROR_FIELD = re.compile(r'field "(?P<name>\w+)"')
 
@@ -294,10 +349,10 @@ def describe_settings_error(error: ValidationError | SettingsError) -> str:
     if isinstance(error, SettingsError):
         match = _SETTINGS_ERROR_FIELD.search(str(error))
         variable = match.group("name").upper() if match else "settings"
-        reason = error.__cause__ or error
+        reason = mask_url_password(str(error.__cause__ or error))
         return f'invalid configuration:\n  {variable}: {reason} (a list is written as JSON, e.g. ["A", "B"])'
     lines = []
     for problem in error.errors():
         variable = "_".join(str(part) for part in problem["loc"][:1]).upper() or "settings"
-        lines.append(f"{variable}: {problem['msg']} (got {problem.get('input')!r})")
+        lines.append(f"{variable}: {problem['msg']} (got {_shown_input(variable, problem.get('input'))})")
     return "invalid configuration:\n  " + "\n  ".join(lines)

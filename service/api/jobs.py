@@ -21,6 +21,7 @@ from litestar.openapi.spec import Example
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
+from service.api.auth import caller_name
 from service.api.dependencies import JobDefaults, SupervisorHandle
 from service.api.errors import ProblemError, problem_response
 from service.api.schemas import JobCreate, JobDetail, JobRead
@@ -163,6 +164,8 @@ class JobController(Controller):
         supervisor: NamedDependency[SupervisorHandle],
         job_defaults: NamedDependency[JobDefaults],
         idempotency_key: IdempotencyKey = None,
+        *,
+        request: Request[Any, Any, Any],
     ) -> Response[JobRead]:
         """Store the job (committed before this answers) and wake the supervisor. Never waits for a process.
 
@@ -178,6 +181,7 @@ class JobController(Controller):
             priority=data.priority,
             run_at=data.run_at,
             timeout_seconds=data.timeout_seconds if data.timeout_seconds is not None else job_defaults.timeout_seconds,
+            submitted_by=caller_name(request),
         )
         if idempotency_key is None:
             job = await job_store.submit_job(new_job)
@@ -200,11 +204,12 @@ class JobController(Controller):
             job, created = submission.job, submission.created
         if created:
             logger.info(
-                "job %s accepted: name %r, program %s, %d argument(s)",
+                "job %s accepted: name %r, program %s, %d argument(s), submitted by %s",
                 format_job_id(job.id),
                 job.name,
                 job.program_name,
                 len(job.arguments),
+                job.submitted_by or "anyone (no authentication)",
             )
             supervisor.wake()
         return Response(JobRead.from_record(job), status_code=HTTP_201_CREATED if created else HTTP_200_OK)

@@ -108,6 +108,8 @@ class JobRead(msgspec.Struct, rename="camel"):
     timeout_seconds: float | None
     cancel_requested_at: datetime | None
     """Set when a cancel was asked for while an attempt ran; the job is `cancelled` once that attempt has ended."""
+    submitted_by: str | None = None
+    """The name of the API token that submitted the job; null when the service runs without authentication."""
 
     @classmethod
     def from_record(cls, record: JobRecord) -> Self:
@@ -130,6 +132,7 @@ class JobRead(msgspec.Struct, rename="camel"):
             run_at=record.run_at,
             timeout_seconds=record.timeout_seconds,
             cancel_requested_at=record.cancel_requested_at,
+            submitted_by=record.submitted_by,
         )
 
 

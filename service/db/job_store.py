@@ -42,13 +42,15 @@ _INSERT_JOBS = f"""
         FROM jsonb_to_recordset($1::jsonb) AS x(
             position integer, name text, program text, program_name text, arguments text[],
             max_attempts integer, priority integer, run_at timestamptz, timeout_seconds float8,
-            idempotency_key text, request_fingerprint text)
+            idempotency_key text, request_fingerprint text, submitted_by text)
     ), j AS (
         INSERT INTO jobs (id, name, program, program_name, arguments, status, max_attempts, priority,
-                          run_at, timeout_seconds, next_attempt_at, idempotency_key, request_fingerprint)
+                          run_at, timeout_seconds, next_attempt_at, idempotency_key, request_fingerprint,
+                          submitted_by)
         OVERRIDING SYSTEM VALUE
         SELECT id, name, program, program_name, arguments, $2, max_attempts, priority,
-               run_at, timeout_seconds, greatest(now(), run_at), idempotency_key, request_fingerprint
+               run_at, timeout_seconds, greatest(now(), run_at), idempotency_key, request_fingerprint,
+               submitted_by
         FROM input ORDER BY position
         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING *
@@ -77,6 +79,7 @@ def _insert_document(new_jobs: Sequence[NewJob], idempotency_key: str | None, fi
                 "timeout_seconds": job.timeout_seconds,
                 "idempotency_key": idempotency_key,
                 "request_fingerprint": fingerprint,
+                "submitted_by": job.submitted_by,
             }
             for position, job in enumerate(new_jobs)
         ]

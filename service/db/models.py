@@ -59,6 +59,7 @@ class Job(Base):
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     idempotency_key: Mapped[str | None] = mapped_column(Text)
     request_fingerprint: Mapped[str | None] = mapped_column(Text)
+    submitted_by: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (CheckConstraint("attempts_count <= max_attempts", name="attempts_within_limit"),)
 

@@ -15,7 +15,8 @@ JOB_COLUMNS = """
     (SELECT a.duration_ms FROM attempts a
       WHERE a.job_id = j.id AND a.duration_ms IS NOT NULL
       ORDER BY a.attempt_number DESC LIMIT 1) AS last_duration_ms,
-    j.program_name, j.priority, j.run_at, j.timeout_seconds, j.cancel_requested_at
+    j.program_name, j.priority, j.run_at, j.timeout_seconds, j.cancel_requested_at,
+    j.submitted_by
 """
 
 _ATTEMPT_COLUMN_NAMES = (

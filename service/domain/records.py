@@ -30,6 +30,8 @@ class JobRecord:
     run_at: datetime | None = None
     timeout_seconds: float | None = None
     cancel_requested_at: datetime | None = None
+    submitted_by: str | None = None
+    """The name of the API token that submitted the job; None without authentication."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,7 @@ class NewJob:
     run_at: datetime | None = None
     """Not before then; None (or a time already past) means as soon as a slot is free."""
     timeout_seconds: float | None = None
+    submitted_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,13 +2,18 @@
  * exit_keeper: runs one job's program and writes how it ended to a status file, so that the record survives the
  * service itself (a crash, kill -9, an upgrade). The service starts it as
  *
- *     exit_keeper [--output-limit=BYTES] [--output-tail=BYTES] STATUS_PATH PROGRAM [ARGUMENT...]
+ *     exit_keeper [--output-limit=BYTES] [--output-tail=BYTES] [--run-as=UID:GID[:GROUPS]] STATUS_PATH PROGRAM
+ *                 [ARGUMENT...]
  *
  * It forks, execs PROGRAM with the arguments untouched (no shell), waits for it with wait4(), and atomically
  * writes one line of JSON to STATUS_PATH (write to STATUS_PATH.tmp, fsync, rename):
  *
  *     {"program_pid":N,"exit_code":N|null,"signal":N|null,"exec_errno":N|null,"duration_ns":N,
- *      "finished_at_ns":N,"user_cpu_us":N,"system_cpu_us":N,"max_rss_kb":N,"stdout_bytes":N,"stderr_bytes":N}
+ *      "finished_at_ns":N,"user_cpu_us":N,"system_cpu_us":N,"max_rss_kb":N,"stdout_bytes":N,"stderr_bytes":N,
+ *      "privilege_errno":N|null}
+ *
+ * With --run-as, the program runs as that user and its groups (JOB_USER), or not at all: privilege_errno says why
+ * the switch failed (see exit_keeper_user.h).
  *
  * Before anything runs, the keeper waits for one byte on its standard input: the service sends it once the
  * attempt's pid is committed to the database. If the service dies first, the keeper reads end-of-file and exits
@@ -47,6 +52,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "exit_keeper_user.h"
 
 #define KEEPER_ABANDONED 124
 #define KEEPER_FAILED 125
@@ -267,11 +274,13 @@ int main(int argc, char **argv) {
         const char *option = argv[first];
         if (strncmp(option, "--output-limit=", 15) == 0 && parse_size(option + 15, &output_limit) == 0) continue;
         if (strncmp(option, "--output-tail=", 14) == 0 && parse_size(option + 14, &output_tail) == 0) continue;
+        if (strncmp(option, "--run-as=", 9) == 0 && parse_run_as(option + 9) == 0) continue;
         fprintf(stderr, "exit_keeper: unknown or bad option %s\n", option);
         return KEEPER_FAILED;
     }
     if (argc - first < 2) {
-        fprintf(stderr, "usage: exit_keeper [--output-limit=BYTES] [--output-tail=BYTES] STATUS_PATH PROGRAM "
+        fprintf(stderr, "usage: exit_keeper [--output-limit=BYTES] [--output-tail=BYTES] [--run-as=UID:GID[:GROUPS]] "
+                        "STATUS_PATH PROGRAM "
                         "[ARGUMENT...]\n");
         return KEEPER_FAILED;
     }
@@ -343,6 +352,7 @@ int main(int argc, char **argv) {
             (void)write_all(exec_report[1], (const char *)&dup_errno, sizeof dup_errno);
             _exit(127);
         }
+        become_job_user_or_exit(exec_report[1]); /* JOB_USER: see exit_keeper_user.h */
         execv(program_argv[0], program_argv);
         int exec_errno = errno;
         (void)write_all(exec_report[1], (const char *)&exec_errno, sizeof exec_errno);
@@ -399,9 +409,12 @@ int main(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &finished);
     clock_gettime(CLOCK_REALTIME, &finished_wall);
 
-    char exit_code[16] = "null", signal_number[16] = "null", errno_text[16] = "null";
+    char exit_code[16] = "null", signal_number[16] = "null", errno_text[16] = "null", privilege_text[16] = "null";
     int keeper_exit;
-    if (exec_failed) {
+    if (exec_failed && WIFEXITED(status) && WEXITSTATUS(status) == CHILD_SWITCH_USER_FAILED) {
+        snprintf(privilege_text, sizeof privilege_text, "%d", exec_errno);
+        keeper_exit = CHILD_SWITCH_USER_FAILED;
+    } else if (exec_failed) {
         snprintf(errno_text, sizeof errno_text, "%d", exec_errno);
         keeper_exit = 127;
     } else if (WIFEXITED(status)) {
@@ -429,10 +442,10 @@ int main(int argc, char **argv) {
     snprintf(line, sizeof line,
              "{\"program_pid\":%d,\"exit_code\":%s,\"signal\":%s,\"exec_errno\":%s,\"duration_ns\":%lld,"
              "\"finished_at_ns\":%lld,\"user_cpu_us\":%lld,\"system_cpu_us\":%lld,\"max_rss_kb\":%ld,"
-             "\"stdout_bytes\":%lld,\"stderr_bytes\":%lld}\n",
+             "\"stdout_bytes\":%lld,\"stderr_bytes\":%lld,\"privilege_errno\":%s}\n",
              (int)child, exit_code, signal_number, errno_text, nanoseconds(&finished) - nanoseconds(&started),
              nanoseconds(&finished_wall), microseconds(&usage.ru_utime), microseconds(&usage.ru_stime),
-             usage.ru_maxrss, streams[0].received, streams[1].received);
+             usage.ru_maxrss, streams[0].received, streams[1].received, privilege_text);
     if (write_status_atomically(status_path, line) != 0) {
         perror("exit_keeper: writing the status file");
         return KEEPER_FAILED;

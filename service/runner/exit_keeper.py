@@ -1,6 +1,7 @@
 """The Python twin of exit_keeper.c, for machines without a C compiler: same arguments, same status format.
 
-Run as a script (`python -I -S exit_keeper.py [--output-limit=N] [--output-tail=N] STATUS_PATH PROGRAM [ARG...]`);
+Run as a script (`python -I -S exit_keeper.py [--output-limit=N] [--output-tail=N] [--run-as=UID:GID[:GROUPS]]
+STATUS_PATH PROGRAM [ARG...]`);
 it imports only the standard library so that it starts as fast as Python can. See exit_keeper.c for what it does
 and why: the program's output goes through pipes that the keeper copies into the files, within the limit.
 """
@@ -16,6 +17,9 @@ import time
 
 KEEPER_ABANDONED = 124
 KEEPER_FAILED = 125
+CHILD_SWITCH_USER_FAILED = 126
+# The exec report of a child that could not become JOB_USER starts with this; a failed exec's is the bare errno.
+SWITCH_USER_REPORT_PREFIX = b"user:"
 COPY_BUFFER_BYTES = 65536
 FORWARDED_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name)
@@ -138,23 +142,52 @@ def copy_streams(streams: list[Stream], child_exited_fd: int | None) -> None:
                     selector.unregister(key.fd)
 
 
-def parse_options(argv: list[str]) -> tuple[int, int, list[str]] | None:
-    limit, tail = -1, 0
+class RunAs:
+    """--run-as=UID:GID[:G1,G2...]: who the program runs as (JOB_USER); see exit_keeper_user.h."""
+
+    def __init__(self, value: str) -> None:
+        uid, gid, *rest = value.split(":", 2)
+        self.uid, self.gid = int(uid), int(gid)
+        self.groups = [int(group) for group in rest[0].split(",")] if rest and rest[0] else []
+
+    def become(self) -> None:
+        """In the child, before exec: groups, group, user; raises OSError if any step fails or root can be regained."""
+        os.setgroups(self.groups)
+        os.setgid(self.gid)
+        os.setuid(self.uid)
+        if self.uid != 0:
+            try:
+                os.setuid(0)
+            except PermissionError:
+                return
+            raise PermissionError(1, "root could be regained")
+
+
+def parse_options(argv: list[str]) -> tuple[int, int, RunAs | None, list[str]] | None:
+    limit, tail, run_as = -1, 0, None
     index = 1
     while index < len(argv) and argv[index].startswith("--"):
         name, _, value = argv[index].partition("=")
-        if name not in ("--output-limit", "--output-tail") or not value.isdigit():
+        if name == "--run-as":
+            try:
+                run_as = RunAs(value)
+            except ValueError:
+                return None
+        elif name not in ("--output-limit", "--output-tail") or not value.isdigit():
             return None
-        if name == "--output-limit":
+        elif name == "--output-limit":
             limit = int(value)
         else:
             tail = int(value)
         index += 1
-    return limit, tail, argv[index:]
+    return limit, tail, run_as, argv[index:]
 
 
 def fork_program(
-    program_argv: list[str], output_pipes: list[tuple[int, int]], original_mask: set[int | signal.Signals]
+    program_argv: list[str],
+    output_pipes: list[tuple[int, int]],
+    original_mask: set[int | signal.Signals],
+    run_as: RunAs | None,
 ) -> tuple[int, bytes]:
     """Start the program with its output into the pipes; returns its pid and the errno text of a failed exec."""
     report_read, report_write = os.pipe()  # non-inheritable: closed by a successful exec
@@ -168,6 +201,12 @@ def fork_program(
             os.close(report_read)
             os.dup2(output_pipes[0][1], 1)  # dup2 makes the copies inheritable: only 0, 1, 2 reach the program
             os.dup2(output_pipes[1][1], 2)
+            if run_as is not None:
+                try:
+                    run_as.become()
+                except OSError as error:
+                    os.write(report_write, SWITCH_USER_REPORT_PREFIX + str(error.errno or 0).encode())
+                    os._exit(CHILD_SWITCH_USER_FAILED)
             os.execv(program_argv[0], program_argv)  # noqa: S606  (exec without a shell is the point)
         except OSError as error:
             os.write(report_write, str(error.errno or 0).encode())
@@ -202,12 +241,13 @@ def finish_output(streams: list[Stream]) -> None:
 
 def main(argv: list[str]) -> int:
     parsed = parse_options(argv)
-    if parsed is None or len(parsed[2]) < 2:
+    if parsed is None or len(parsed[3]) < 2:
         sys.stderr.write(
-            "usage: exit_keeper.py [--output-limit=BYTES] [--output-tail=BYTES] STATUS_PATH PROGRAM [ARGUMENT...]\n"
+            "usage: exit_keeper.py [--output-limit=BYTES] [--output-tail=BYTES] [--run-as=UID:GID[:GROUPS]] STATUS_PATH"
+            " PROGRAM [ARGUMENT...]\n"
         )
         return KEEPER_FAILED
-    limit, tail, (status_path, *program_argv) = parsed
+    limit, tail, run_as, (status_path, *program_argv) = parsed
     # Blocked, not ignored, until the program exists: a signal sent in that moment is passed on, not lost.
     original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     if os.read(0, 1) != b"g":
@@ -227,7 +267,10 @@ def main(argv: list[str]) -> int:
     signal.set_wakeup_fd(child_exited_write)
     signal.signal(signal.SIGCHLD, lambda _number, _frame: None)
     started = time.monotonic_ns()
-    child, exec_report = fork_program(program_argv, output_pipes, original_mask)
+    child, exec_report = fork_program(program_argv, output_pipes, original_mask, run_as)
+    switch_failed = exec_report.startswith(SWITCH_USER_REPORT_PREFIX)
+    privilege_errno = int(exec_report.removeprefix(SWITCH_USER_REPORT_PREFIX)) if switch_failed else None
+    exec_report = b"" if switch_failed else exec_report
 
     while True:
         reaped, status, usage = os.wait4(child, os.WNOHANG)
@@ -239,7 +282,7 @@ def main(argv: list[str]) -> int:
     exit_code = os.waitstatus_to_exitcode(status)
     record = {
         "program_pid": child,
-        "exit_code": exit_code if exit_code >= 0 and not exec_report else None,
+        "exit_code": exit_code if exit_code >= 0 and not exec_report and not switch_failed else None,
         "signal": -exit_code if exit_code < 0 else None,
         "exec_errno": int(exec_report) if exec_report else None,
         "duration_ns": finished - started,
@@ -249,8 +292,11 @@ def main(argv: list[str]) -> int:
         "max_rss_kb": usage.ru_maxrss,
         "stdout_bytes": streams[0].received,
         "stderr_bytes": streams[1].received,
+        "privilege_errno": privilege_errno,
     }
     write_status_atomically(status_path, json.dumps(record, separators=(",", ":")) + "\n")
+    if switch_failed:
+        return CHILD_SWITCH_USER_FAILED
     if exec_report:
         return 127
     return exit_code if exit_code >= 0 else 128 - exit_code

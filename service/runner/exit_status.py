@@ -37,6 +37,13 @@ def describe_spawn_error(program: str, error_number: int) -> str:
     return f"could not start {program}: {os.strerror(error_number)}"
 
 
+def describe_switch_user_error(error_number: int) -> str:
+    return (
+        f"could not switch to JOB_USER before running the program ({os.strerror(error_number)}); it did not run,"
+        " as it would have run with the service's privileges"
+    )
+
+
 def read_exit_status(status_path: Path, program: str) -> ProcessExit | None:
     """What the keeper wrote about the program's end, or None if it wrote nothing (yet)."""
     try:
@@ -46,12 +53,16 @@ def read_exit_status(status_path: Path, program: str) -> ProcessExit | None:
     except (OSError, ValueError):
         return None  # a torn file cannot exist (the keeper renames it into place); treat damage as absence
     exec_errno = record.get("exec_errno")
+    privilege_errno = record.get("privilege_errno")
+    spawn_error = describe_spawn_error(program, exec_errno) if exec_errno is not None else None
+    if privilege_errno is not None:
+        spawn_error = describe_switch_user_error(privilege_errno)
     return ProcessExit(
         exit_code=record.get("exit_code"),
         signal=record.get("signal"),
         finished_at=datetime.fromtimestamp(record["finished_at_ns"] / 1e9, tz=UTC),
         duration_ms=record["duration_ns"] // 1_000_000,
-        spawn_error=describe_spawn_error(program, exec_errno) if exec_errno is not None else None,
+        spawn_error=spawn_error,
         user_cpu_ms=record.get("user_cpu_us", 0) // 1000,
         system_cpu_ms=record.get("system_cpu_us", 0) // 1000,
         max_rss_kb=record.get("max_rss_kb"),

@@ -19,6 +19,8 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 KEEPER_SOURCE = Path(__file__).with_name("exit_keeper.c")
+# Included by exit_keeper.c (the switch to JOB_USER); part of the source version the binary is named after.
+KEEPER_HEADERS = (Path(__file__).with_name("exit_keeper_user.h"),)
 PYTHON_KEEPER = Path(__file__).with_name("exit_keeper.py")
 COMPILE_TIMEOUT_SECONDS = 120
 C_COMPILERS = ("cc", "gcc", "clang")
@@ -62,7 +64,7 @@ def _compile(command: list[str]) -> subprocess.CompletedProcess[str]:
 
 def _compiled_keeper(build_dir: Path) -> Path | None:
     """Compile once per source version; later starts reuse the binary in `build_dir`."""
-    source = KEEPER_SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in (KEEPER_SOURCE, *KEEPER_HEADERS))
     target = build_dir / f"exit_keeper-{hashlib.sha256(source).hexdigest()[:16]}"
     if target.is_file() and os.access(target, os.X_OK):
         return target

@@ -29,6 +29,7 @@ from service.runner.identity import (
     live_group_members_linux,
     process_start_time,
 )
+from service.runner.job_user import JobUser
 
 # Where there is no pidfd, an adopted process is polled this often.
 ADOPTED_POLL_SECONDS = 0.5
@@ -247,10 +248,16 @@ def _keeper_options(spec: ProcessSpec) -> list[str]:
 
 
 class ProcessLauncher:
-    """Starts programs, under the exit keeper when there is one (`keeper_command`), directly otherwise."""
+    """Starts programs, under the exit keeper when there is one (`keeper_command`), directly otherwise.
 
-    def __init__(self, keeper_command: Sequence[str] | None) -> None:
+    With a `job_user`, the keeper runs each program as that user (or not at all); it needs a keeper.
+    """
+
+    def __init__(self, keeper_command: Sequence[str] | None, *, job_user: JobUser | None = None) -> None:
         self._keeper_command = list(keeper_command) if keeper_command else None
+        if job_user is not None and self._keeper_command is None:
+            raise ValueError("running jobs as JOB_USER needs an exit keeper")
+        self._job_user_options = [job_user.keeper_option] if job_user is not None else []
 
     @property
     def uses_keeper(self) -> bool:
@@ -273,7 +280,7 @@ class ProcessLauncher:
         for directory in {spec.status_path.parent, spec.stdout_path.parent, spec.stderr_path.parent}:
             os.makedirs(directory, exist_ok=True)
         argv = (
-            [*self._keeper_command, *_keeper_options(spec), str(spec.status_path), *spec.argv]
+            [*self._keeper_command, *self._job_user_options, *_keeper_options(spec), str(spec.status_path), *spec.argv]
             if self._keeper_command
             else [*spec.argv]
         )
