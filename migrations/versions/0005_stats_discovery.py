@@ -1,4 +1,5 @@
-"""Stats discovery: attempt_facts gains the job's arguments; the rollup gains counts per value and per hour.
+"""Stats discovery: attempt_facts gains the job's arguments; the rollup gains counts per value and per hour, and
+a place to keep the sampled overlaps of the strongest findings.
 
 `stats_rollup_values` holds, for every dimension /stats looks for failure factors in (an argument position, the name
 family, the node, the hour, ...), the finished attempts and successes per value, per program and over all programs
@@ -60,6 +61,14 @@ TABLES = (
         CONSTRAINT pk_stats_rollup_hours PRIMARY KEY (scope, hour, kind, value)
     )
     """,
+    """
+    CREATE TABLE stats_rollup_overlaps (
+        scope             text PRIMARY KEY,
+        candidates        jsonb NOT NULL,
+        finished_attempts bigint NOT NULL,
+        masks             jsonb NOT NULL
+    )
+    """,
 )
 
 COMMENTS = {
@@ -84,6 +93,14 @@ COMMENTS = {
     "COLUMN stats_rollup_hours.value": "The program, or the name family.",
     "COLUMN stats_rollup_hours.total": "Finished attempts that started in that hour.",
     "COLUMN stats_rollup_hours.successes": "Those of them that succeeded.",
+    "TABLE stats_rollup_overlaps": (
+        "Internal to /stats: the sampled overlap counts of the strongest findings, reused while the same findings "
+        "are the strongest and the finished attempts grew by less than 1 %. Emptied with every rebuild."
+    ),
+    "COLUMN stats_rollup_overlaps.scope": "jobs.program the counts are about; '' for all programs together.",
+    "COLUMN stats_rollup_overlaps.candidates": "The findings' ids, in bit order: bit i of a mask is candidates[i].",
+    "COLUMN stats_rollup_overlaps.finished_attempts": "Finished attempts there were when the sample was counted.",
+    "COLUMN stats_rollup_overlaps.masks": "[[mask, attempts, successes], ...]: the sample per combination.",
 }
 
 
@@ -105,6 +122,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP TABLE stats_rollup_overlaps")
     op.execute("DROP TABLE stats_rollup_hours")
     op.execute("DROP TABLE stats_rollup_values")
     views = _insight_views()

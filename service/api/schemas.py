@@ -285,6 +285,12 @@ class StatsRead(msgspec.Struct, rename="camel"):
     overlap_attempts: int = 0
     overlap_sampled: bool = False
     """The overlaps of findings were counted over a sample of `overlapAttempts` attempts, not all of them."""
+    overlap_based_on_attempts: int = 0
+    """Finished attempts there were when the overlaps were counted (a sample is reused until they grow by 1 %)."""
+    value_attempts: int = 0
+    """Finished attempts the value findings were counted over: all of them, or a sample of a large window's."""
+    value_sampled: bool = False
+    """The value findings of this scan come from a sample of `valueAttempts` of the window's attempts."""
 
 
 class HealthRead(msgspec.Struct, rename="camel"):

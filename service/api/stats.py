@@ -147,6 +147,9 @@ def stats_read(report: StatsReport, filters: StatsFilters) -> StatsRead:
         recent_since=discovery.recent_since if discovery else None,
         overlap_attempts=discovery.overlap_attempts if discovery else 0,
         overlap_sampled=discovery.overlap_sampled if discovery else False,
+        overlap_based_on_attempts=discovery.overlap_based_on_attempts if discovery else 0,
+        value_attempts=discovery.value_attempts if discovery else 0,
+        value_sampled=discovery.value_sampled if discovery else False,
     )
 
 

@@ -15,7 +15,7 @@ from service.stats import discovery_sql
 from service.stats.discovery import DEFAULT_RECENT, test_all
 from service.stats.filters import StatsFilters
 from service.stats.findings import FINDINGS_LIMIT, Discovery
-from service.stats.overlap import candidates, count_overlaps, resolve, sample_percent
+from service.stats.overlap import candidates, count_overlaps, resolve, rollup_overlaps, sample_share
 from service.stats.patterns import PATTERNS, Pattern
 from service.stats.query import CountRow, decode_rows
 from service.stats.report import StatsReport, build_report
@@ -47,12 +47,18 @@ async def _read_value_rollup(
     return decode_rows(result.all())
 
 
-def _split(rows: Sequence[CountRow]) -> tuple[list[CountRow], list[CountRow], list[CountRow]]:
-    """The rollup's rows, the value rows and the recent rows."""
+def _split(rows: Sequence[CountRow]) -> tuple[list[CountRow], list[CountRow], list[CountRow], tuple[int, int] | None]:
+    """The rollup's rows, the value rows, the recent rows, and the (attempts, successes) of a scan's value sample."""
     values = [r for r in rows if r.dimension.startswith(discovery_sql.VALUE_PREFIX)]
     recent = [r for r in rows if r.dimension.startswith(discovery_sql.RECENT_PREFIX)]
-    rest = [r for r in rows if not r.dimension.startswith((discovery_sql.VALUE_PREFIX, discovery_sql.RECENT_PREFIX))]
-    return rest, values, recent
+    samples = [(r.total, r.successes) for r in rows if r.dimension == discovery_sql.SAMPLE_DIMENSION]
+    rest = [
+        r
+        for r in rows
+        if r.dimension != discovery_sql.SAMPLE_DIMENSION
+        and not r.dimension.startswith((discovery_sql.VALUE_PREFIX, discovery_sql.RECENT_PREFIX))
+    ]
+    return rest, values, recent, samples[0] if samples else None
 
 
 async def compute_stats(
@@ -67,22 +73,30 @@ async def compute_stats(
     filters = filters or StatsFilters()
     moment = now or datetime.now(UTC)
     recent_since = recent_window_start(filters, recent, moment, whole_hours=not filters.needs_scan)
+    value_sample: tuple[int, int] | None = None
     if filters.needs_scan:
         async with engine.connect() as connection:
-            rows, value_rows, recent_rows = _split(await scan_counts(connection, patterns, filters, recent_since))
+            scanned = await scan_counts(connection, patterns, filters, recent_since)
+        rows, value_rows, recent_rows, value_sample = _split(scanned)
         report = build_report(rows, patterns, computed_from=SCAN)
     else:
         async with engine.begin() as connection:
             refresh = await refresh_rollup(connection, patterns)
             rows = await read_rollup(connection, filters.program)
-            _, value_rows, recent_rows = _split(await _read_value_rollup(connection, filters.program, recent_since))
+            _, value_rows, recent_rows, _ = _split(await _read_value_rollup(connection, filters.program, recent_since))
         if refresh.rebuilt:
             await vacuum_queues(engine)
         report = build_report(rows, patterns, computed_from=ROLLUP)
-    ranked, report_patterns = test_all(report, value_rows, recent_rows, recent)
+    value_attempts = report.finished_attempts if value_sample is None else value_sample[0]
+    ranked, report_patterns = test_all(report, value_rows, recent_rows, recent, value_sample)
     chosen = candidates(ranked)
-    async with engine.connect() as connection:
-        overlaps = await count_overlaps(connection, chosen, filters, report.finished_attempts)
+    if filters.needs_scan:
+        async with engine.connect() as connection:
+            overlaps = await count_overlaps(connection, chosen, filters, report.finished_attempts)
+        counted_at = report.finished_attempts
+    else:
+        async with engine.begin() as connection:
+            overlaps, counted_at = await rollup_overlaps(connection, chosen, filters.program, report.finished_attempts)
     findings = resolve(ranked, chosen, overlaps)[:FINDINGS_LIMIT]
     hypotheses = len(ranked)
     discovery = Discovery(
@@ -97,7 +111,10 @@ async def compute_stats(
         recent=recent,
         recent_since=recent_since,
         overlap_attempts=overlaps.attempts,
-        overlap_sampled=sample_percent(report.finished_attempts) is not None,
+        overlap_sampled=sample_share(report.finished_attempts) is not None,
+        overlap_based_on_attempts=counted_at,
+        value_attempts=value_attempts,
+        value_sampled=value_attempts < report.finished_attempts,
     )
     return dataclasses.replace(report, patterns=report_patterns, discovery=discovery)
 

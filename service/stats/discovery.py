@@ -86,9 +86,12 @@ def _pattern_finding(finding: PatternFinding) -> Finding:
     )
 
 
-def value_findings(report: StatsReport, rows: Iterable[CountRow]) -> list[Finding]:
-    """Each frequent enough value against every other value of its dimension."""
-    finished, successes = report.finished_attempts, report.successful_attempts
+def value_findings(
+    report: StatsReport, rows: Iterable[CountRow], sample: tuple[int, int] | None = None
+) -> list[Finding]:
+    """Each frequent enough value against every other value of its dimension; `sample` is (attempts, successes)
+    the value counts are over when they are not over every finished attempt of the report."""
+    finished, successes = sample or (report.finished_attempts, report.successful_attempts)
     minimum = max(MIN_SUPPORT_ATTEMPTS, MIN_SUPPORT_SHARE * finished)
     findings = []
     for row in rows:
@@ -165,12 +168,17 @@ def rank(findings: Iterable[Finding]) -> list[Finding]:
 
 
 def test_all(
-    report: StatsReport, value_rows: Sequence[CountRow], recent_rows: Sequence[CountRow], recent: timedelta
+    report: StatsReport,
+    value_rows: Sequence[CountRow],
+    recent_rows: Sequence[CountRow],
+    recent: timedelta,
+    value_sample: tuple[int, int] | None,
 ) -> tuple[list[Finding], list[PatternFinding]]:
     """Every hypothesis, corrected together: the findings ranked, and the report's patterns with the family's
     adjusted p-values (their order and every other figure unchanged)."""
     patterns = [_pattern_finding(p) for p in report.patterns]
-    hypotheses = [*patterns, *value_findings(report, value_rows), *change_findings(report, recent_rows, recent)]
+    values = value_findings(report, value_rows, value_sample)
+    hypotheses = [*patterns, *values, *change_findings(report, recent_rows, recent)]
     adjusted = benjamini_hochberg([h.test.p_value if h.test else None for h in hypotheses])
     corrected = [dataclasses.replace(h, adjusted_p_value=q) for h, q in zip(hypotheses, adjusted, strict=True)]
     pattern_q = dict(zip((p.id for p in patterns), adjusted[: len(patterns)], strict=True))

@@ -1,9 +1,10 @@
 """The SQL of /stats's findings: counts per value of each dimension, per hour started, and the overlaps of findings.
 
 The value and hour counts come out of the same pass over the facts as the rest of /stats (one GROUP BY GROUPING
-SETS each): in a fold or a rebuild they go to `stats_rollup_values` and `stats_rollup_hours`, in a scan they are
-answered at once. The overlaps of the strongest findings are one more bounded statement: one GROUP BY over a bitmask
-of the findings each attempt matches, over the filtered attempts or a fixed-size sample of them.
+SETS each): in a fold or a rebuild they go to `stats_rollup_values` and `stats_rollup_hours` (counted per program;
+the counts over all programs are the sums of those), in a scan they are answered at once, over a bounded sample of
+the window's attempts when it is large. The overlaps of the strongest findings are one more bounded statement: one
+GROUP BY over a bitmask of the findings each attempt matches, over the filtered attempts or a fixed-size sample.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ ALL_PROGRAMS = ""
 """The `scope` of counts over every program together."""
 VALUE_PREFIX, RECENT_PREFIX = "value:", "recent:"
 PROGRAM_KIND, FAMILY_KIND = "program", "name_family"
+SAMPLE_DIMENSION = "value_sample"
+"""The scan row carrying the attempts (and successes) its value counts are over: all of the window's, or a sample."""
+VALUE_SAMPLE_ATTEMPTS = 50_000
+"""A scan counts the values of at most about this many of the window's attempts (a fixed hash of their ids picks
+them, so the same window gives the same sample); the recent-window counts and everything else stay exact."""
+_HASH_RANGE = 2**32
+# hashint8 spreads ids uniformly over int4; shifted to 0 .. 2^32 - 1, "bucket < share * 2^32" keeps that share.
+_SAMPLE_BUCKET = "(hashint8(attempt_id)::bigint + 2147483648)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,15 +61,19 @@ VALUE_DIMENSIONS: tuple[ValueDimension, ...] = (
     ValueDimension("attempt_number", "attempt_number"),
 )
 _BY_NAME = {dimension.name: dimension for dimension in VALUE_DIMENSIONS}
-# Per program, the program dimension has one value: it is counted over all programs only.
-_PER_PROGRAM = tuple(d for d in VALUE_DIMENSIONS if d.name != "program")
 _STARTED_HOUR = "to_timestamp(floor(extract(epoch FROM started_at) / 3600) * 3600)"
 
 
 def fact_columns() -> str:
-    """Extra columns of the facts CTE (leading comma included)."""
+    """Extra columns of the facts CTE of a fold or a rebuild (leading comma included)."""
     values = "".join(f",\n {d.expression} AS value_{d.name}" for d in VALUE_DIMENSIONS)
     return f"{values},\n started_at,\n {_STARTED_HOUR} AS started_hour"
+
+
+def scan_fact_columns() -> str:
+    """Extra columns of a scan's facts CTE: what the value sample and the recent window are computed from (the
+    values themselves are computed for the sampled attempts only)."""
+    return f",\n arguments,\n day_of_week,\n started_at,\n {_SAMPLE_BUCKET} AS sample_bucket"
 
 
 def _key(dimensions: Sequence[ValueDimension], column: str) -> str:
@@ -68,30 +81,43 @@ def _key(dimensions: Sequence[ValueDimension], column: str) -> str:
     return f"CASE {cases} END"
 
 
-def _value_counts(*, per_program: bool) -> str:
-    sets = [f"(value_{d.name})" for d in VALUE_DIMENSIONS]
-    if per_program:
-        sets += [f"(program, value_{d.name})" for d in _PER_PROGRAM]
-    scope = f"CASE WHEN GROUPING(program) = 0 THEN program ELSE '{ALL_PROGRAMS}' END" if per_program else "''"
-    return f"""
-        SELECT {scope} AS scope,
-               {_key(VALUE_DIMENSIONS, "'{name}'")} AS dimension,
-               {_key(VALUE_DIMENSIONS, "coalesce(to_jsonb(value_{name}), 'null'::jsonb)")} AS key,
-               count(*) AS total, count(*) FILTER (WHERE succeeded) AS successes
-        FROM facts
-        GROUP BY GROUPING SETS ({", ".join(sets)})
-    """
+_DIMENSION = _key(VALUE_DIMENSIONS, "'{name}'")
+_VALUE_KEY = _key(VALUE_DIMENSIONS, "coalesce(to_jsonb(value_{name}), 'null'::jsonb)")
+_COUNTS = "count(*) AS total, count(*) FILTER (WHERE succeeded) AS successes"
 
+# Per program, then summed over the programs: one grouping set per dimension instead of two. The program dimension
+# is counted over all programs only (per program it has one value).
+_VALUE_COUNTS_PER_PROGRAM = f"""
+    WITH per_program AS (
+        SELECT program, {_DIMENSION} AS dimension, {_VALUE_KEY} AS key, {_COUNTS}
+        FROM facts
+        GROUP BY GROUPING SETS ({", ".join(f"(program, value_{d.name})" for d in VALUE_DIMENSIONS)})
+    )
+    SELECT program, dimension, key, total, successes FROM per_program WHERE dimension <> 'program'
+    UNION ALL
+    SELECT '{ALL_PROGRAMS}', dimension, key, sum(total)::bigint, sum(successes)::bigint
+    FROM per_program GROUP BY dimension, key
+"""
+
+_VALUE_COUNTS_OF_SAMPLE = f"""
+    SELECT {_DIMENSION} AS dimension, {_VALUE_KEY} AS key, {_COUNTS}
+    FROM value_facts
+    GROUP BY GROUPING SETS ({", ".join(f"(value_{d.name})" for d in VALUE_DIMENSIONS)})
+"""
 
 _HOUR_COUNTS = f"""
-    SELECT CASE WHEN GROUPING(program) = 0 THEN program ELSE '{ALL_PROGRAMS}' END AS scope,
-           started_hour AS hour,
-           CASE WHEN GROUPING(value_program) = 0 THEN '{PROGRAM_KIND}' ELSE '{FAMILY_KIND}' END AS kind,
-           CASE WHEN GROUPING(value_program) = 0 THEN value_program ELSE name_family END AS value,
-           count(*) AS total, count(*) FILTER (WHERE succeeded) AS successes
-    FROM facts
-    GROUP BY GROUPING SETS ((started_hour, value_program), (program, started_hour, value_program),
-                            (started_hour, name_family), (program, started_hour, name_family))
+    WITH per_program AS (
+        SELECT program, started_hour AS hour,
+               CASE WHEN GROUPING(value_program) = 0 THEN '{PROGRAM_KIND}' ELSE '{FAMILY_KIND}' END AS kind,
+               CASE WHEN GROUPING(value_program) = 0 THEN value_program ELSE name_family END AS value,
+               {_COUNTS}
+        FROM facts
+        GROUP BY GROUPING SETS ((program, started_hour, value_program), (program, started_hour, name_family))
+    )
+    SELECT program, hour, kind, value, total, successes FROM per_program
+    UNION ALL
+    SELECT '{ALL_PROGRAMS}', hour, kind, value, sum(total)::bigint, sum(successes)::bigint
+    FROM per_program GROUP BY hour, kind, value
 """
 
 
@@ -100,7 +126,7 @@ def fold_ctes() -> str:
     return f"""
         folded_values AS (
             INSERT INTO stats_rollup_values AS r (scope, dimension, key, total, successes)
-            {_value_counts(per_program=True)}
+            {_VALUE_COUNTS_PER_PROGRAM}
             ON CONFLICT (scope, dimension, key) DO UPDATE
             SET total = r.total + excluded.total, successes = r.successes + excluded.successes
         ),
@@ -114,9 +140,17 @@ def fold_ctes() -> str:
 
 
 def scan_ctes() -> str:
-    """CTEs answering a scan directly: the most frequent values per dimension, and the recent window's counts."""
+    """CTEs answering a scan directly: the most frequent values per dimension (over the value sample), the sample's
+    size, and the recent window's counts (over every attempt of the window)."""
+    values = "".join(f",\n {d.expression} AS value_{d.name}" for d in VALUE_DIMENSIONS)
     return f"""
-        value_counts AS ({_value_counts(per_program=False)}),
+        value_facts AS MATERIALIZED (
+            SELECT succeeded{values}
+            FROM facts
+            WHERE sample_bucket < {_HASH_RANGE}.0 * :value_sample_attempts / greatest((SELECT count(*) FROM facts), 1)
+        ),
+        value_sample AS (SELECT {_COUNTS} FROM value_facts),
+        value_counts AS ({_VALUE_COUNTS_OF_SAMPLE}),
         value_top AS (
             SELECT dimension, key, total, successes FROM (
                 SELECT *, row_number() OVER (PARTITION BY dimension ORDER BY total DESC, key) AS frequency_rank
@@ -125,12 +159,12 @@ def scan_ctes() -> str:
             WHERE frequency_rank <= {TOP_VALUES}
         ),
         recent_counts AS (
-            SELECT CASE WHEN GROUPING(value_program) = 0 THEN '{PROGRAM_KIND}' ELSE '{FAMILY_KIND}' END AS kind,
-                   CASE WHEN GROUPING(value_program) = 0 THEN value_program ELSE name_family END AS value,
-                   count(*) AS total, count(*) FILTER (WHERE succeeded) AS successes
+            SELECT CASE WHEN GROUPING(program) = 0 THEN '{PROGRAM_KIND}' ELSE '{FAMILY_KIND}' END AS kind,
+                   CASE WHEN GROUPING(program) = 0 THEN program ELSE name_family END AS value,
+                   {_COUNTS}
             FROM facts
             WHERE started_at >= :recent_since
-            GROUP BY GROUPING SETS ((value_program), (name_family))
+            GROUP BY GROUPING SETS ((program), (name_family))
         ),
     """
 
@@ -140,8 +174,10 @@ SCAN_ROWS = f"""
     SELECT '{ALL_PROGRAMS}', '{VALUE_PREFIX}' || dimension, key, total, successes FROM value_top
     UNION ALL
     SELECT '{ALL_PROGRAMS}', '{RECENT_PREFIX}' || kind, to_jsonb(value), total, successes FROM recent_counts
+    UNION ALL
+    SELECT '{ALL_PROGRAMS}', '{SAMPLE_DIMENSION}', 'null'::jsonb, total, successes FROM value_sample
 """
-"""Rows of the rollup's shape carrying the scan's value and recent counts."""
+"""Rows of the rollup's shape carrying the scan's value counts, the size of their sample and the recent counts."""
 
 READ_ROLLUP = f"""
     SELECT '{ALL_PROGRAMS}' AS program, '{VALUE_PREFIX}' || d.dimension AS dimension, v.key::text AS key,
@@ -162,7 +198,8 @@ READ_ROLLUP = f"""
 """The most frequent values of each dimension (an index scan each) and the recent window, in one statement."""
 
 VALUE_TABLES = ("stats_rollup_values", "stats_rollup_hours")
-CLEAR_ROLLUP = tuple(f"DELETE FROM {table}" for table in VALUE_TABLES)
+OVERLAP_TABLE = "stats_rollup_overlaps"
+CLEAR_ROLLUP = tuple(f"DELETE FROM {table}" for table in (*VALUE_TABLES, OVERLAP_TABLE))
 
 
 def read_parameters(program: str | None, recent_since: datetime) -> dict[str, object]:
@@ -179,22 +216,27 @@ def value_condition(dimension: str, parameter: str) -> str:
 
 
 def overlap_sql(
-    conditions: Sequence[str], filters: StatsFilters, *, sample_percent: float | None
+    conditions: Sequence[str], filters: StatsFilters, *, sample_share: float | None, sample_pages: bool
 ) -> tuple[str, dict[str, object]]:
     """Finished attempts and successes per combination of `conditions` (bit i of `mask` set: condition i holds).
 
-    With `sample_percent`, over a sample of the attempts' pages (TABLESAMPLE SYSTEM, the same sample every time
-    while the table stays as it is) instead of all of them.
+    With `sample_share`, over that share of the filtered attempts: with `sample_pages`, of the table's pages
+    (TABLESAMPLE SYSTEM, the same pages while the table stays as it is: cheap when the filter keeps most attempts),
+    else the attempts a fixed hash of their id picks (the filtered attempts are read, the conditions evaluated on
+    the sample only).
     """
     where, parameters = filters.attempt_conditions()
     mask = " + ".join(f"(CASE WHEN coalesce(({c}), false) THEN {1 << i} ELSE 0 END)" for i, c in enumerate(conditions))
     source = "attempt_facts"
-    if sample_percent is not None:
+    if sample_share is not None and sample_pages:
         source = """
             (SELECT id FROM attempts TABLESAMPLE SYSTEM (:sample_percent) REPEATABLE (0)) AS sampled
             CROSS JOIN LATERAL (SELECT * FROM attempt_facts WHERE attempt_id = sampled.id OFFSET 0) AS attempt_facts
         """
-        parameters = {**parameters, "sample_percent": sample_percent}
+        parameters = {**parameters, "sample_percent": 100.0 * sample_share}
+    elif sample_share is not None:
+        where = f"{where} AND {_SAMPLE_BUCKET} < :sample_buckets"
+        parameters = {**parameters, "sample_buckets": int(sample_share * _HASH_RANGE)}
     sql = f"""
         SELECT mask, count(*) AS total, count(*) FILTER (WHERE succeeded) AS successes
         FROM (SELECT succeeded, ({mask or "0"})::bigint AS mask FROM {source} WHERE {where}) AS masked

@@ -102,3 +102,8 @@ class Discovery:
     overlap_attempts: int
     """Finished attempts the overlaps were counted over (all of them, or a sample)."""
     overlap_sampled: bool
+    overlap_based_on_attempts: int
+    """Finished attempts there were when the overlaps were counted (a sample's counts are reused a while)."""
+    value_attempts: int
+    """Finished attempts the value findings were counted over: all of them, or a sample of a large window's."""
+    value_sampled: bool

@@ -2,12 +2,15 @@
 vanishes within the strata of a stronger one is marked as explained by it.
 
 The counts are those of one GROUP BY over a bitmask (service/stats/discovery_sql.py: overlap_sql): bit i set when
-the attempt belongs to candidate i, so any intersection of candidates is a sum of a few rows.
+the attempt belongs to candidate i, so any intersection of candidates is a sum of a few rows. A sample's counts for
+the rollup are kept in `stats_rollup_overlaps` and reused while the candidates stay the same and the finished
+attempts have grown by less than OVERLAP_REUSE_GROWTH.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.stats.discovery import rank
-from service.stats.discovery_sql import overlap_sql, value_condition
+from service.stats.discovery_sql import ALL_PROGRAMS, overlap_sql, value_condition
 from service.stats.filters import StatsFilters
 from service.stats.findings import Finding, FindingKind
 from service.stats.statistics import Stratum, mantel_haenszel_p
@@ -29,7 +32,22 @@ EXPLAINED_ABOVE_P = 0.05
 OVERLAP_EXACT_MAX_ATTEMPTS = 20_000
 """Up to this many finished attempts the overlaps are counted over all of them; beyond, over a sample."""
 OVERLAP_SAMPLE_ATTEMPTS = 2_500
-"""The sample's expected size (pages of `attempts` drawn at random, the same pages while the table is unchanged)."""
+"""The sample's expected size (the same attempts while the table is unchanged)."""
+PAGE_SAMPLE_MAX_READ_PER_KEPT = 4
+"""A page sample reads attempts whatever the filter: it is drawn when at most this many are read per attempt kept
+(the filter keeps at least a quarter of the table); else the filtered attempts are thinned by a hash of their id."""
+OVERLAP_REUSE_GROWTH = 0.01
+"""The rollup's sampled overlap counts are reused until the finished attempts have grown by this share."""
+
+# The planner's estimate is enough to choose how to sample (0 before the first ANALYZE: a page sample then).
+_TABLE_ATTEMPTS = text("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'attempts'::regclass")
+_READ_KEPT = text("SELECT candidates, finished_attempts, masks FROM stats_rollup_overlaps WHERE scope = :scope")
+_KEEP = text("""
+    INSERT INTO stats_rollup_overlaps (scope, candidates, finished_attempts, masks)
+    VALUES (:scope, CAST(:candidates AS jsonb), :finished_attempts, CAST(:masks AS jsonb))
+    ON CONFLICT (scope) DO UPDATE
+    SET candidates = excluded.candidates, finished_attempts = excluded.finished_attempts, masks = excluded.masks
+""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +96,10 @@ def candidates(ranked: Sequence[Finding]) -> list[Finding]:
     return [f for f in ranked if f.rejected and f.kind is not FindingKind.CHANGE][:OVERLAP_CANDIDATES]
 
 
-def sample_percent(finished_attempts: int) -> float | None:
+def sample_share(finished_attempts: int) -> float | None:
     if finished_attempts <= OVERLAP_EXACT_MAX_ATTEMPTS:
         return None
-    return 100.0 * OVERLAP_SAMPLE_ATTEMPTS / finished_attempts
+    return OVERLAP_SAMPLE_ATTEMPTS / finished_attempts
 
 
 def _condition(finding: Finding, parameter: str) -> tuple[str, dict[str, object]]:
@@ -93,7 +111,10 @@ def _condition(finding: Finding, parameter: str) -> tuple[str, dict[str, object]
 
 
 async def count_overlaps(
-    connection: AsyncConnection, chosen: Sequence[Finding], filters: StatsFilters, finished_attempts: int
+    connection: AsyncConnection,
+    chosen: Sequence[Finding],
+    filters: StatsFilters,
+    finished_attempts: int,
 ) -> OverlapCounts:
     """One statement: attempts and successes per combination of the chosen findings."""
     if not chosen:
@@ -103,9 +124,57 @@ async def count_overlaps(
         condition, parameters = _condition(finding, f"candidate_{index}")
         conditions.append(condition)
         bound.update(parameters)
-    sql, parameters = overlap_sql(conditions, filters, sample_percent=sample_percent(finished_attempts))
+    share = sample_share(finished_attempts)
+    pages = True
+    if share is not None and filters.needs_scan:
+        table_attempts = (await connection.execute(_TABLE_ATTEMPTS)).scalar_one()
+        pages = table_attempts <= PAGE_SAMPLE_MAX_READ_PER_KEPT * finished_attempts
+    sql, parameters = overlap_sql(conditions, filters, sample_share=share, sample_pages=pages)
     rows = (await connection.execute(text(sql), {**parameters, **bound})).all()
     return OverlapCounts({int(row.mask): (int(row.total), int(row.successes)) for row in rows})
+
+
+def _renumbered(masks: list[list[int]], kept_order: list[str], order: list[str]) -> OverlapCounts:
+    """Kept counts whose bit j was candidate kept_order[j], with the bits of `order` instead."""
+    bit_of = {finding_id: 1 << order.index(finding_id) for finding_id in kept_order}
+    renumbered: dict[int, tuple[int, int]] = {}
+    for mask, total, successes in masks:
+        new_mask = sum(bit_of[finding_id] for j, finding_id in enumerate(kept_order) if mask & (1 << j))
+        renumbered[new_mask] = (total, successes)
+    return OverlapCounts(renumbered)
+
+
+async def rollup_overlaps(
+    connection: AsyncConnection, chosen: Sequence[Finding], program: str | None, finished_attempts: int
+) -> tuple[OverlapCounts, int]:
+    """The overlaps of a rollup request, and how many finished attempts there were when they were counted: a sample's
+    counts are reused while the same candidates are chosen and the attempts grew by less than OVERLAP_REUSE_GROWTH
+    (a few more attempts barely move a sample of OVERLAP_SAMPLE_ATTEMPTS, and counting it costs more than the rest
+    of the request)."""
+    filters = StatsFilters(program=program)
+    if not chosen or sample_share(finished_attempts) is None:
+        return await count_overlaps(connection, chosen, filters, finished_attempts), finished_attempts
+    scope = ALL_PROGRAMS if program is None else program
+    order = [finding.id for finding in chosen]
+    kept = (await connection.execute(_READ_KEPT, {"scope": scope})).one_or_none()
+    if (
+        kept is not None
+        and sorted(kept.candidates) == sorted(order)
+        and kept.finished_attempts <= finished_attempts < kept.finished_attempts * (1 + OVERLAP_REUSE_GROWTH)
+    ):
+        return _renumbered(kept.masks, kept.candidates, order), int(kept.finished_attempts)
+    counts = await count_overlaps(connection, chosen, filters, finished_attempts)
+    masks = [[mask, total, successes] for mask, (total, successes) in counts.masks.items()]
+    await connection.execute(
+        _KEEP,
+        {
+            "scope": scope,
+            "candidates": json.dumps(order),
+            "finished_attempts": finished_attempts,
+            "masks": json.dumps(masks),
+        },
+    )
+    return counts, finished_attempts
 
 
 def resolve(ranked: Sequence[Finding], chosen: Sequence[Finding], overlaps: OverlapCounts) -> list[Finding]:

@@ -70,6 +70,7 @@ def counts_sql(
     on_conflict: str = "",
     discovery_ctes: str = "",
     discovery_rows: str = "",
+    discovery_columns: str = "",
 ) -> str:
     """One statement producing count rows from the attempt_facts rows (`facts_from`) that satisfy `facts_where`.
 
@@ -77,8 +78,8 @@ def counts_sql(
     patterns are FILTER aggregates of one pass over the facts; each breakdown is a GROUP BY over the same
     (materialized) facts.
     `leading_ctes` (ending with a comma), `insert_into` and `on_conflict` turn the SELECT into a fold or a rebuild.
-    `discovery_ctes` (ending with a comma) and `discovery_rows` add the value counts of the findings
-    (service/stats/discovery_sql.py) to the same pass.
+    `discovery_columns` (leading comma), `discovery_ctes` (ending with a comma) and `discovery_rows` add the value
+    counts of the findings (service/stats/discovery_sql.py) to the same pass.
     """
     flags = "".join(f",\n coalesce(({p.condition}), false) AS matches_{p.id}" for p in patterns)
     per_pattern = "".join(
@@ -104,7 +105,7 @@ def counts_sql(
     return f"""
         WITH {leading_ctes}
         facts AS MATERIALIZED (
-            SELECT {", ".join(_FACT_COLUMNS)}{flags}{discovery_sql.fact_columns()}
+            SELECT {", ".join(_FACT_COLUMNS)}{flags}{discovery_columns}
             FROM {facts_from}
             WHERE {facts_where}
         ), {discovery_ctes}
@@ -156,6 +157,7 @@ def fold_sql(patterns: Sequence[Pattern]) -> str:
         insert_into=_ROLLUP_COLUMNS,
         on_conflict=_ADD_TO_EXISTING,
         discovery_ctes=discovery_sql.fold_ctes(),
+        discovery_columns=discovery_sql.fact_columns(),
     )
 
 
@@ -172,16 +174,21 @@ def rebuild_sql(patterns: Sequence[Pattern]) -> str:
         jobs_source=_JOBS_BY_STATUS.format(where="true"),
         insert_into=_ROLLUP_COLUMNS,
         discovery_ctes=discovery_sql.fold_ctes(),
+        discovery_columns=discovery_sql.fact_columns(),
     )
 
 
 def scan_sql(
-    patterns: Sequence[Pattern], filters: StatsFilters, recent_since: datetime
+    patterns: Sequence[Pattern],
+    filters: StatsFilters,
+    recent_since: datetime,
+    value_sample_attempts: int = discovery_sql.VALUE_SAMPLE_ATTEMPTS,
 ) -> tuple[str, dict[str, object]]:
     """Count rows for a filtered request straight from attempt_facts and jobs, leaving the rollup alone.
 
     Besides the rollup's rows, rows of dimension `value:<name>` (the most frequent values of each dimension of the
-    findings) and `recent:<kind>` (attempts started from `recent_since` on, per program and per name family).
+    findings, over at most about `value_sample_attempts` of the window's attempts), `value_sample` (how many that
+    was) and `recent:<kind>` (attempts started from `recent_since` on, per program and per name family).
     """
     facts_where, parameters = filters.attempt_conditions()
     jobs_where, _ = filters.job_conditions()
@@ -191,8 +198,9 @@ def scan_sql(
         jobs_source=_JOBS_BY_STATUS.format(where=jobs_where),
         discovery_ctes=discovery_sql.scan_ctes(),
         discovery_rows=discovery_sql.SCAN_ROWS,
+        discovery_columns=discovery_sql.scan_fact_columns(),
     )
-    parameters = {**parameters, "recent_since": recent_since}
+    parameters = {**parameters, "recent_since": recent_since, "value_sample_attempts": value_sample_attempts}
     sql = f"""
         SELECT program, dimension, key::text AS key, total, successes
         FROM ({counts}) AS counts (program, dimension, key, total, successes)

@@ -400,7 +400,17 @@ async def test_get_stats_serves_every_hand_computed_figure(
 
     assert response.status_code == 200
     body = response.json()
-    findings_fields = ("findings", "summary", "hypothesesTested", "recentSince", "overlapAttempts", "overlapSampled")
+    findings_fields = (
+        "findings",
+        "summary",
+        "hypothesesTested",
+        "recentSince",
+        "overlapAttempts",
+        "overlapSampled",
+        "overlapBasedOnAttempts",
+        "valueAttempts",
+        "valueSampled",
+    )
     # The contract's fields, then the findings after them (tested in test_stats_discovery.py).
     assert list(body)[-len(findings_fields) :] == list(findings_fields)
     assert {key: value for key, value in body.items() if key not in findings_fields} == _expected_body()

@@ -14,7 +14,7 @@ from service.domain.records import AttemptEnding, NewJob
 from service.domain.retry import NO_WAIT
 from service.domain.status import AttemptOutcome, JobStatus
 from service.stats.compute import compute_stats
-from service.stats.discovery_sql import RECENT_PREFIX, VALUE_PREFIX
+from service.stats.discovery_sql import RECENT_PREFIX, SAMPLE_DIMENSION, VALUE_PREFIX
 from service.stats.filters import StatsFilters
 from service.stats.patterns import PATTERNS, Pattern
 from service.stats.query import CountRow
@@ -45,10 +45,14 @@ async def rollup_rows(engine: AsyncEngine) -> list[CountRow]:
 
 
 async def scanned_rows(engine: AsyncEngine) -> list[CountRow]:
-    """The scan's rows of the rollup's shape (without the findings' value and recent rows, which it adds)."""
+    """The scan's rows of the rollup's shape (without the findings' value, sample and recent rows, which it adds)."""
     async with engine.connect() as connection:
         rows = await scan_counts(connection, PATTERNS, StatsFilters(), datetime.now(UTC))
-    return [row for row in rows if not row.dimension.startswith((VALUE_PREFIX, RECENT_PREFIX))]
+    return [
+        row
+        for row in rows
+        if row.dimension != SAMPLE_DIMENSION and not row.dimension.startswith((VALUE_PREFIX, RECENT_PREFIX))
+    ]
 
 
 _VALUE_TABLES = {
