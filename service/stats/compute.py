@@ -120,14 +120,15 @@ async def compute_stats(
 
 
 async def vacuum_queues(engine: AsyncEngine) -> None:
-    """Reclaim the queue rows a rebuild deleted (a million after a bulk load) now, not when autovacuum comes by:
-    until then every request would read through them. Then give the planner the rebuilt value tables' statistics."""
+    """Reclaim the rows a rebuild deleted (a million queued attempts after a bulk load, every value counted before)
+    now, not when autovacuum comes by: until then every request would read through them, and each rebuild would
+    grow the value tables by their whole size. That also gives the planner the rebuilt value tables' statistics:
+    freshly rebuilt, they look empty to it, and it then sorts a whole dimension instead of reading its most frequent
+    values off the index."""
     try:
         async with engine.connect() as connection:
             autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            await autocommit.execute(text(f"VACUUM (ANALYZE) {', '.join(QUEUE_TABLES)}"))
-            # Freshly rebuilt, the value tables look empty to the planner, which then sorts a whole dimension
-            # instead of reading its most frequent values off the index.
-            await autocommit.execute(text(f"ANALYZE {', '.join(discovery_sql.VALUE_TABLES)}"))
+            tables = (*QUEUE_TABLES, *discovery_sql.VALUE_TABLES, discovery_sql.OVERLAP_TABLE)
+            await autocommit.execute(text(f"VACUUM (ANALYZE) {', '.join(tables)}"))
     except DBAPIError as error:  # not the tables' owner, say: autovacuum will do it later
         logger.warning("could not vacuum the /stats queues after a rebuild: %s", error)

@@ -40,6 +40,13 @@ class ValueDimension:
     name: str
     expression: str
     """SQL over attempt_facts columns giving the value (NULL is a value too: "no second argument")."""
+    fact_column: bool = False
+    """`expression` is a column the facts CTE has anyway: grouped by as it is, not copied (a rebuild copies every
+    attempt's columns once more)."""
+
+    @property
+    def column(self) -> str:
+        return self.expression if self.fact_column else f"value_{self.name}"
 
 
 def _argument(position: int) -> str:
@@ -52,21 +59,23 @@ def _argument(position: int) -> str:
 
 VALUE_DIMENSIONS: tuple[ValueDimension, ...] = (
     *(ValueDimension(f"argument_{position}", _argument(position)) for position in range(1, ARGUMENT_POSITIONS + 1)),
-    ValueDimension("name_family", "name_family"),
+    ValueDimension("name_family", "name_family", fact_column=True),
+    # A copy: grouped by next to `program` itself (per program), GROUPING() could not tell the two apart.
     ValueDimension("program", "program"),
-    ValueDimension("node", "node_id"),
-    ValueDimension("hour", "hour_of_day"),
+    ValueDimension("node", "node_id", fact_column=True),
+    ValueDimension("hour", "hour_of_day", fact_column=True),
     ValueDimension("weekday", "day_of_week"),
-    ValueDimension("duration_bucket", "duration_bucket"),
-    ValueDimension("attempt_number", "attempt_number"),
+    ValueDimension("duration_bucket", "duration_bucket", fact_column=True),
+    ValueDimension("attempt_number", "attempt_number", fact_column=True),
 )
 _BY_NAME = {dimension.name: dimension for dimension in VALUE_DIMENSIONS}
-_STARTED_HOUR = "to_timestamp(floor(extract(epoch FROM started_at) / 3600) * 3600)"
+# The whole UTC hour (date_bin's integer arithmetic, not extract's numeric: this runs for every attempt of a rebuild).
+_STARTED_HOUR = "date_bin('1 hour', started_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 
 
 def fact_columns() -> str:
     """Extra columns of the facts CTE of a fold or a rebuild (leading comma included)."""
-    values = "".join(f",\n {d.expression} AS value_{d.name}" for d in VALUE_DIMENSIONS)
+    values = "".join(f",\n {d.expression} AS {d.column}" for d in VALUE_DIMENSIONS if not d.fact_column)
     return f"{values},\n started_at,\n {_STARTED_HOUR} AS started_hour"
 
 
@@ -77,32 +86,43 @@ def scan_fact_columns() -> str:
 
 
 def _key(dimensions: Sequence[ValueDimension], column: str) -> str:
-    cases = " ".join(f"WHEN GROUPING(value_{d.name}) = 0 THEN {column.format(name=d.name)}" for d in dimensions)
+    cases = " ".join(
+        f"WHEN GROUPING({d.column}) = 0 THEN {column.format(name=d.name, column=d.column)}" for d in dimensions
+    )
     return f"CASE {cases} END"
 
 
 _DIMENSION = _key(VALUE_DIMENSIONS, "'{name}'")
-_VALUE_KEY = _key(VALUE_DIMENSIONS, "coalesce(to_jsonb(value_{name}), 'null'::jsonb)")
+_VALUE_KEY = _key(VALUE_DIMENSIONS, "coalesce(to_jsonb({column}), 'null'::jsonb)")
 _COUNTS = "count(*) AS total, count(*) FILTER (WHERE succeeded) AS successes"
 
-# Per program, then summed over the programs: one grouping set per dimension instead of two. The program dimension
-# is counted over all programs only (per program it has one value).
-_VALUE_COUNTS_PER_PROGRAM = f"""
-    WITH per_program AS (
-        SELECT program, {_DIMENSION} AS dimension, {_VALUE_KEY} AS key, {_COUNTS}
-        FROM facts
-        GROUP BY GROUPING SETS ({", ".join(f"(program, value_{d.name})" for d in VALUE_DIMENSIONS)})
-    )
-    SELECT program, dimension, key, total, successes FROM per_program WHERE dimension <> 'program'
-    UNION ALL
-    SELECT '{ALL_PROGRAMS}', dimension, key, sum(total)::bigint, sum(successes)::bigint
-    FROM per_program GROUP BY dimension, key
-"""
+REBUILD_MIN_VALUE_ATTEMPTS = 2
+"""A rebuild stores the values that at least this many attempts have: arguments unique to one job (a file name, an
+id) are most of the distinct values and could never be tested. Folds store every value they meet, so a value that
+becomes frequent later may be short of at most this many minus one attempts, against the hundreds it needs."""
+
+
+def _value_counts_per_program(minimum: int) -> str:
+    """Per program, then summed over the programs: one grouping set per dimension instead of two. The program
+    dimension is counted over all programs only (per program it has one value)."""
+    return f"""
+        WITH per_program AS (
+            SELECT program, {_DIMENSION} AS dimension, {_VALUE_KEY} AS key, {_COUNTS}
+            FROM facts
+            GROUP BY GROUPING SETS ({", ".join(f"(program, {d.column})" for d in VALUE_DIMENSIONS)})
+        )
+        SELECT program, dimension, key, total, successes FROM per_program
+        WHERE dimension <> 'program' AND total >= {minimum}
+        UNION ALL
+        SELECT '{ALL_PROGRAMS}', dimension, key, sum(total)::bigint, sum(successes)::bigint
+        FROM per_program GROUP BY dimension, key HAVING sum(total) >= {minimum}
+    """
+
 
 _VALUE_COUNTS_OF_SAMPLE = f"""
     SELECT {_DIMENSION} AS dimension, {_VALUE_KEY} AS key, {_COUNTS}
     FROM value_facts
-    GROUP BY GROUPING SETS ({", ".join(f"(value_{d.name})" for d in VALUE_DIMENSIONS)})
+    GROUP BY GROUPING SETS ({", ".join(f"({d.column})" for d in VALUE_DIMENSIONS)})
 """
 
 _HOUR_COUNTS = f"""
@@ -121,20 +141,29 @@ _HOUR_COUNTS = f"""
 """
 
 
-def fold_ctes() -> str:
-    """Data-modifying CTEs adding the facts' value and hour counts to their rollup tables (trailing comma)."""
+_ADD_VALUES = """
+    ON CONFLICT (scope, dimension, key) DO UPDATE
+    SET total = r.total + excluded.total, successes = r.successes + excluded.successes
+"""
+_ADD_HOURS = """
+    ON CONFLICT (scope, hour, kind, value) DO UPDATE
+    SET total = r.total + excluded.total, successes = r.successes + excluded.successes
+"""
+
+
+def fold_ctes(*, rebuild: bool = False) -> str:
+    """Data-modifying CTEs adding the facts' value and hour counts to their rollup tables (trailing comma). A
+    rebuild fills emptied tables: nothing to add to, and only the values REBUILD_MIN_VALUE_ATTEMPTS attempts have."""
     return f"""
         folded_values AS (
             INSERT INTO stats_rollup_values AS r (scope, dimension, key, total, successes)
-            {_VALUE_COUNTS_PER_PROGRAM}
-            ON CONFLICT (scope, dimension, key) DO UPDATE
-            SET total = r.total + excluded.total, successes = r.successes + excluded.successes
+            {_value_counts_per_program(REBUILD_MIN_VALUE_ATTEMPTS if rebuild else 1)}
+            {"" if rebuild else _ADD_VALUES}
         ),
         folded_hours AS (
             INSERT INTO stats_rollup_hours AS r (scope, hour, kind, value, total, successes)
             {_HOUR_COUNTS}
-            ON CONFLICT (scope, hour, kind, value) DO UPDATE
-            SET total = r.total + excluded.total, successes = r.successes + excluded.successes
+            {"" if rebuild else _ADD_HOURS}
         ),
     """
 
@@ -142,7 +171,9 @@ def fold_ctes() -> str:
 def scan_ctes() -> str:
     """CTEs answering a scan directly: the most frequent values per dimension (over the value sample), the sample's
     size, and the recent window's counts (over every attempt of the window)."""
-    values = "".join(f",\n {d.expression} AS value_{d.name}" for d in VALUE_DIMENSIONS)
+    values = "".join(
+        f",\n {d.column}" if d.fact_column else f",\n {d.expression} AS {d.column}" for d in VALUE_DIMENSIONS
+    )
     return f"""
         value_facts AS MATERIALIZED (
             SELECT succeeded{values}

@@ -173,7 +173,7 @@ def rebuild_sql(patterns: Sequence[Pattern]) -> str:
         facts_where="true",
         jobs_source=_JOBS_BY_STATUS.format(where="true"),
         insert_into=_ROLLUP_COLUMNS,
-        discovery_ctes=discovery_sql.fold_ctes(),
+        discovery_ctes=discovery_sql.fold_ctes(rebuild=True),
         discovery_columns=discovery_sql.fact_columns(),
     )
 
