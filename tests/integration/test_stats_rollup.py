@@ -82,8 +82,8 @@ async def assert_rollup_equals_scan(engine: AsyncEngine) -> None:
     rebuilt = await value_rollup(engine)
     assert rebuilt["stats_rollup_hours"] == folded["stats_rollup_hours"]
     shortfall = REBUILD_MIN_VALUE_ATTEMPTS - 1
-    folded_values = {row[:3]: row[3:] for row in folded["stats_rollup_values"]}
-    rebuilt_values = {row[:3]: row[3:] for row in rebuilt["stats_rollup_values"]}
+    folded_values = {row[:3]: (int(str(row[3])), int(str(row[4]))) for row in folded["stats_rollup_values"]}
+    rebuilt_values = {row[:3]: (int(str(row[3])), int(str(row[4]))) for row in rebuilt["stats_rollup_values"]}
     for value, (total, successes) in rebuilt_values.items():
         assert total >= REBUILD_MIN_VALUE_ATTEMPTS
         folded_total, folded_successes = folded_values.get(value, (0, 0))
