@@ -182,13 +182,14 @@ def scan_sql(
     patterns: Sequence[Pattern],
     filters: StatsFilters,
     recent_since: datetime,
-    value_sample_attempts: int = discovery_sql.VALUE_SAMPLE_ATTEMPTS,
+    value_sample_attempts: int | None = None,
 ) -> tuple[str, dict[str, object]]:
     """Count rows for a filtered request straight from attempt_facts and jobs, leaving the rollup alone.
 
     Besides the rollup's rows, rows of dimension `value:<name>` (the most frequent values of each dimension of the
-    findings, over at most about `value_sample_attempts` of the window's attempts), `value_sample` (how many that
-    was) and `recent:<kind>` (attempts started from `recent_since` on, per program and per name family).
+    findings, over at most about `value_sample_attempts` (default VALUE_SAMPLE_ATTEMPTS) of the window's attempts),
+    `value_sample` (how many that was) and `recent:<kind>` (attempts started from `recent_since` on, per program and
+    per name family).
     """
     facts_where, parameters = filters.attempt_conditions()
     jobs_where, _ = filters.job_conditions()
@@ -200,7 +201,8 @@ def scan_sql(
         discovery_rows=discovery_sql.SCAN_ROWS,
         discovery_columns=discovery_sql.scan_fact_columns(),
     )
-    parameters = {**parameters, "recent_since": recent_since, "value_sample_attempts": value_sample_attempts}
+    sample = discovery_sql.VALUE_SAMPLE_ATTEMPTS if value_sample_attempts is None else value_sample_attempts
+    parameters = {**parameters, "recent_since": recent_since, "value_sample_attempts": sample}
     sql = f"""
         SELECT program, dimension, key::text AS key, total, successes
         FROM ({counts}) AS counts (program, dimension, key, total, successes)
