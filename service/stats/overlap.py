@@ -33,9 +33,10 @@ OVERLAP_EXACT_MAX_ATTEMPTS = 20_000
 """Up to this many finished attempts the overlaps are counted over all of them; beyond, over a sample."""
 OVERLAP_SAMPLE_ATTEMPTS = 2_500
 """The sample's expected size (the same attempts while the table is unchanged)."""
-PAGE_SAMPLE_MAX_READ_PER_KEPT = 4
-"""A page sample reads attempts whatever the filter: it is drawn when at most this many are read per attempt kept
-(the filter keeps at least a quarter of the table); else the filtered attempts are thinned by a hash of their id."""
+LOOKUP_COST_IN_SCANNED_ATTEMPTS = 4
+"""A page sample looks attempts up one by one whatever the filter, about as costly each as reading this many
+attempts in a scan: it is drawn when its lookups cost less than reading the filtered attempts once; else those are
+read and thinned by a hash of their id."""
 OVERLAP_REUSE_GROWTH = 0.01
 """The rollup's sampled overlap counts are reused until the finished attempts have grown by this share."""
 
@@ -128,7 +129,7 @@ async def count_overlaps(
     pages = True
     if share is not None and filters.needs_scan:
         table_attempts = (await connection.execute(_TABLE_ATTEMPTS)).scalar_one()
-        pages = table_attempts <= PAGE_SAMPLE_MAX_READ_PER_KEPT * finished_attempts
+        pages = table_attempts * share * LOOKUP_COST_IN_SCANNED_ATTEMPTS <= finished_attempts
     sql, parameters = overlap_sql(conditions, filters, sample_share=share, sample_pages=pages)
     rows = (await connection.execute(text(sql), {**parameters, **bound})).all()
     return OverlapCounts({int(row.mask): (int(row.total), int(row.successes)) for row in rows})
