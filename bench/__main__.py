@@ -6,7 +6,8 @@ the same run, writes bench/results/<name>.json, and the table is also written to
 --only runs some of them; the size options scale them.
 The exit status is 1 if a benchmark failed to run (ERROR), 0 otherwise: a missed goal is a figure, not a failure.
 
-`python -m bench seed --database-url URL ...` instead fills one database with a synthetic history (bench/seed.py).
+`python -m bench seed --database-url URL ...` instead fills one database with a synthetic history (bench/seed.py);
+`python -m bench soak [--jobs N]` runs the long soak (bench/soak.py), which no plain run includes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import accept, big_history, many_at_once, peer, restart, seed, start_latency, stats, throughput
+from bench import accept, big_history, many_at_once, peer, restart, seed, soak, start_latency, stats, throughput
 from bench.harness import (
     Context,
     Row,
@@ -48,6 +49,8 @@ BUDGET_SECONDS = 600.0
 def main() -> None:
     if sys.argv[1:2] == ["seed"]:
         sys.exit(seed.main(sys.argv[2:]))
+    if sys.argv[1:2] == ["soak"]:  # long: not among the benchmarks a plain `make bench` runs
+        sys.exit(soak.main(sys.argv[2:]))
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

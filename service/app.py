@@ -9,24 +9,31 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import __version__
 from service.api.attempts import AttemptController
 from service.api.auth import BearerTokenMiddleware, TokenRegistry
 from service.api.dependencies import JobDefaults, OutputAccess, from_state
-from service.api.errors import handle_http_exception, handle_unexpected_exception
-from service.api.health import HealthController
+from service.api.docs import DocsAssetController, openapi_config
+from service.api.errors import handle_database_unavailable, handle_http_exception, handle_unexpected_exception
+from service.api.health import HealthController, ReadyController
 from service.api.jobs import JobController
+from service.api.metrics import MetricsController, ServiceMetrics
+from service.api.request_ids import request_ids
 from service.api.stats import StatsController
 from service.db.attempt_store import AttemptStore
 from service.db.connections import Database
-from service.db.engine import create_engine, redacted_url
+from service.db.engine import Timeouts, create_engine, redacted_url
+from service.db.errors import DatabaseUnavailableError
 from service.db.job_store import JobStore
 from service.db.migrate import upgrade_to_head
+from service.db.retention_store import RetentionStore
 from service.domain.retry import RetryPolicy
 from service.runner.job_user import JobUserError, resolve_job_user
 from service.runner.keeper import KeeperKind, keeper_command
@@ -35,8 +42,12 @@ from service.settings import Settings
 from service.supervisor.config import SupervisorConfig
 from service.supervisor.listener import DueJobListener
 from service.supervisor.node import NodeLock, resolve_node_id
+from service.supervisor.pruner import Pruner, RetentionConfig
 from service.supervisor.reconciler import Reconciler
+from service.supervisor.stats_drainer import StatsDrainer
 from service.supervisor.supervisor import Supervisor
+from service.supervisor.sweeper import OutcomeSweeper
+from service.web import web_route_handlers, web_template_config
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +57,7 @@ def create_app(settings: Settings) -> Litestar:
     if settings.database_url is None:
         raise ValueError("create_app needs a database URL; the entry point starts the embedded server first")
     database_url = settings.database_url
+    metrics = ServiceMetrics()
     tokens = TokenRegistry(
         settings.api_token.get_secret_value() if settings.api_token else None, settings.api_tokens_file
     )
@@ -57,9 +69,10 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         node_lock = NodeLock(settings.data_dir)
         node_lock.acquire()
-        engine = create_engine(database_url, pool_size=40)
+        connect_seconds = settings.database_connect_timeout_seconds
+        engine, stats_engine = _engines(database_url, settings)
         try:
-            await upgrade_to_head(engine)
+            await _migrate(database_url, connect_seconds)
             logger.info("database ready at %s", redacted_url(database_url))
             database = Database(engine)
             attempt_store = AttemptStore(database)
@@ -85,55 +98,166 @@ def create_app(settings: Settings) -> Litestar:
                     output_tail_bytes=settings.output_tail_bytes,
                 ),
                 ProcessLauncher(keeper, job_user=job_user),
+                observer=metrics,
             )
-            app.state.engine = engine
-            app.state.job_store = JobStore(database)
-            app.state.supervisor = supervisor
-            app.state.job_defaults = JobDefaults(
-                programs=settings.programs,
-                max_attempts=settings.max_attempts,
-                timeout_seconds=settings.default_timeout_seconds,
-            )
-            app.state.output_access = OutputAccess(
-                output_dir=output_dir, node_id=node_id, tail_bytes=settings.output_tail_bytes
+            _share_with_controllers(
+                app.state,
+                settings,
+                engine=engine,
+                stats_engine=stats_engine,
+                database=database,
+                supervisor=supervisor,
+                metrics=metrics,
+                node_id=node_id,
             )
             # A cancel asked for on any node wakes this one too: the attempt may be running here.
-            listener = DueJobListener(database_url, supervisor.wake, on_cancel_requested=supervisor.cancel_requested)
+            listener = DueJobListener(
+                database_url,
+                supervisor.wake,
+                on_cancel_requested=supervisor.cancel_requested,
+                connect_timeout_seconds=connect_seconds,
+            )
+            reconciler = Reconciler(
+                attempt_store,
+                supervisor,
+                output_dir=output_dir,
+                retry_policy=retry_policy,
+                keeper_in_use=keeper is not None,
+                output_tail_bytes=settings.output_tail_bytes,
+            )
+            sweeper = OutcomeSweeper(
+                attempt_store, supervisor, reconciler, interval_seconds=settings.outcome_sweep_interval_seconds
+            )
+            maintenance = (sweeper, *_upkeep_loops(settings, database, stats_engine, node_id, output_dir))
             try:
                 # Before the first claim: adopt what a previous life left running, settle what it left behind.
-                await Reconciler(
-                    attempt_store,
-                    supervisor,
-                    output_dir=output_dir,
-                    retry_policy=retry_policy,
-                    keeper_in_use=keeper is not None,
-                    output_tail_bytes=settings.output_tail_bytes,
-                ).run_once()
+                await reconciler.run_once()
                 await supervisor.start()
                 await listener.start()
+                for loop in maintenance:
+                    await loop.start()
                 # Everything built at start-up lives as long as the process: out of the collector's sight, a full
                 # collection no longer walks it (each walk stalled every request in flight).
                 gc.collect()
                 gc.freeze()
                 yield
             finally:
+                # The sweeper first: a supervisor that stops watching leaves processes it must not adopt.
+                for loop in maintenance:
+                    await loop.stop()
                 await listener.stop()
                 await supervisor.stop()
         finally:
+            await stats_engine.dispose()
             await engine.dispose()
             node_lock.release()
 
     return Litestar(
-        route_handlers=[JobController, AttemptController, StatsController, HealthController],
+        route_handlers=[
+            JobController,
+            AttemptController,
+            StatsController,
+            HealthController,
+            MetricsController,
+            DocsAssetController,
+            ReadyController,
+            *web_route_handlers(),
+        ],
         dependencies={
-            name: from_state(name) for name in ("job_store", "supervisor", "job_defaults", "output_access", "engine")
+            name: from_state(name)
+            for name in (
+                "job_store",
+                "supervisor",
+                "job_defaults",
+                "output_access",
+                "engine",
+                "stats_engine",
+                "metrics",
+            )
         },
-        exception_handlers={HTTPException: handle_http_exception, Exception: handle_unexpected_exception},
+        exception_handlers={
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected_exception,
+            DatabaseUnavailableError: handle_database_unavailable,
+            SQLAlchemyError: handle_database_unavailable,
+        },
         lifespan=[functools.partial(_reload_tokens_on_sighup, tokens), lifespan],
-        middleware=[BearerTokenMiddleware(tokens)],
+        # The request id first, so that a refused request too is answered with its id.
+        middleware=[request_ids, BearerTokenMiddleware(tokens), metrics.submission_counter],
+        after_exception=[metrics.count_database_error],
+        template_config=web_template_config(),
         logging_config=None,  # the entry point configures logging once, for the whole process
-        openapi_config=OpenAPIConfig(title="Concurrent Job Manager", version=__version__, path="/schema"),
+        openapi_config=openapi_config(),
     )
+
+
+def _share_with_controllers(
+    state: State,
+    settings: Settings,
+    *,
+    engine: AsyncEngine,
+    stats_engine: AsyncEngine,
+    database: Database,
+    supervisor: Supervisor,
+    metrics: ServiceMetrics,
+    node_id: str,
+) -> None:
+    """What the controllers are handed, by name (see api/dependencies.py `from_state`)."""
+    state.engine = engine
+    state.stats_engine = stats_engine
+    state.job_store = JobStore(database)
+    state.supervisor = supervisor
+    state.metrics = metrics
+    state.job_defaults = JobDefaults(
+        programs=settings.programs,
+        max_attempts=settings.max_attempts,
+        timeout_seconds=settings.default_timeout_seconds,
+        limits=settings.job_limits,
+    )
+    state.output_access = OutputAccess(
+        output_dir=settings.data_dir / "output", node_id=node_id, tail_bytes=settings.output_tail_bytes
+    )
+
+
+def _upkeep_loops(
+    settings: Settings, database: Database, stats_engine: AsyncEngine, node_id: str, output_dir: Path
+) -> tuple[StatsDrainer, Pruner]:
+    """The loops that keep the history small and /stats current; they do no job's work."""
+    return (
+        StatsDrainer(stats_engine, interval_seconds=settings.stats_drain_interval_seconds),
+        Pruner(
+            RetentionStore(database),
+            RetentionConfig(
+                node_id=node_id,
+                output_dir=output_dir,
+                output_retention_days=settings.output_retention_days,
+                job_retention_days=settings.job_retention_days,
+                interval_seconds=settings.prune_interval_seconds,
+            ),
+        ),
+    )
+
+
+def _engines(database_url: str, settings: Settings) -> tuple[AsyncEngine, AsyncEngine]:
+    """The engine of the stores and probes, and the one of /stats, whose statements get their own, longer bound on a
+    small pool of their own (a rebuild of the rollup may scan every attempt)."""
+    connect_seconds = settings.database_connect_timeout_seconds
+    engine = create_engine(
+        database_url, pool_size=40, timeouts=Timeouts(connect_seconds, settings.database_statement_timeout_seconds)
+    )
+    stats_engine = create_engine(
+        database_url, pool_size=4, timeouts=Timeouts(connect_seconds, settings.database_stats_timeout_seconds)
+    )
+    return engine, stats_engine
+
+
+async def _migrate(database_url: str, connect_seconds: float) -> None:
+    """Apply the migrations on a connection of their own: no statement bound, as one may rewrite a big table."""
+    engine = create_engine(database_url, pool_size=1, timeouts=Timeouts(connect_seconds, statement_seconds=None))
+    try:
+        await upgrade_to_head(engine)
+    finally:
+        await engine.dispose()
 
 
 @asynccontextmanager

@@ -10,9 +10,17 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from service.domain.limits import MAX_TIMEOUT_SECONDS
+from service.db.engine import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_STATEMENT_TIMEOUT_SECONDS
+from service.domain.limits import (
+    MAX_CPU_LIMIT_SECONDS,
+    MAX_OPEN_FILES_LIMIT,
+    MAX_TIMEOUT_SECONDS,
+    MIN_MEMORY_LIMIT_BYTES,
+    JobLimits,
+)
 from service.domain.programs import DEFAULT_PROGRAM_NAME, PROGRAM_NAME_PATTERN
 from service.domain.shutdown import ShutdownMode
+from service.logs import LogFormat
 from service.runner.keeper import KeeperKind
 from service.runner.program import BUNDLED_SAMPLE_JOB
 
@@ -98,6 +106,14 @@ class Settings(BaseSettings):
         description="The log file (also written to the console), rotated at 10 MiB, 5 old files kept.",
     )
     log_level: str = Field(default="INFO", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`, any case.")
+    log_format: LogFormat = Field(
+        default=LogFormat.TEXT,
+        description=(
+            "`text`: readable lines (time, level, logger, message). `json`: one JSON object per line (`time`, `level`,"
+            " `logger`, `message`, and `requestId` on every line a request caused). Both go to the console and"
+            " `LOG_FILE`."
+        ),
+    )
     node_id: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
@@ -186,6 +202,74 @@ class Settings(BaseSettings):
             ),
         ),
     ] = 64 * 1024
+    job_memory_limit_bytes: int | None = Field(
+        default=None,
+        ge=MIN_MEMORY_LIMIT_BYTES,
+        description=(
+            "The most memory a job's program may allocate (RLIMIT_DATA: heap and private writable mappings, not"
+            " mapped files), at least 1 MiB; an allocation past it fails. A job may ask for less"
+            " (`memoryLimitBytes`), never more. Set by the exit keeper. Unset: no limit."
+        ),
+    )
+    job_cpu_limit_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CPU_LIMIT_SECONDS,
+        description=(
+            "CPU seconds a job's program may use (RLIMIT_CPU): `SIGXCPU` then, `SIGKILL` a second later; the"
+            " attempt is `killed` with the error `exceeded its CPU limit of N s`. 1 to 2592000. A job may ask for"
+            " less (`cpuLimitSeconds`), never more. Set by the exit keeper. Unset: no limit."
+        ),
+    )
+    job_open_files_limit: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_OPEN_FILES_LIMIT,
+        description=(
+            "Open file descriptors a job's program may hold (RLIMIT_NOFILE; stdin, stdout and stderr count): one"
+            " more fails with EMFILE. 1 to 1048576. A job may ask for less (`openFilesLimit`), never more. Set by"
+            " the exit keeper. Unset: no limit."
+        ),
+    )
+    output_retention_days: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=36500,
+            description=(
+                "An attempt's output files are removed this many days after it ended (its tails stay on the"
+                " attempt row, and GET .../output serves them from there). Above 0, at most 36500."
+            ),
+        ),
+    ] = 14.0
+    job_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        le=36500,
+        description=(
+            "Finished jobs (completed, crashed, cancelled) are deleted with their attempts this many days after"
+            " they finished, once their output files are gone. Above 0, at most 36500. Unset: jobs are kept."
+        ),
+    )
+    prune_interval_seconds: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=86400,
+            description="How often the pruner removes what the retention settings let go. Above 0, at most 86400.",
+        ),
+    ] = 600.0
+    stats_drain_interval_seconds: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=3600,
+            description=(
+                "How often the /stats queues (attempts finished, jobs changed) are folded into the rollup in the"
+                " background, so that they stay short when nobody asks for /stats. Above 0, at most 3600."
+            ),
+        ),
+    ] = 10.0
     poll_interval_seconds: Annotated[
         float,
         Field(
@@ -225,6 +309,42 @@ class Settings(BaseSettings):
         description=(
             "Extra environment variable names a job may inherit, as a JSON list:"
             ' `JOB_ENV_PASSTHROUGH=\'["HTTP_PROXY", "HTTPS_PROXY"]\'`.'
+        ),
+    )
+    database_connect_timeout_seconds: float = Field(
+        default=DEFAULT_CONNECT_TIMEOUT_SECONDS,
+        gt=0,
+        le=300,
+        description=(
+            "Seconds to wait for a new database connection (and for a free pooled one) before answering 503;"
+            " above 0, at most 300."
+        ),
+    )
+    database_statement_timeout_seconds: float = Field(
+        default=DEFAULT_STATEMENT_TIMEOUT_SECONDS,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds one statement of the API or the supervisor may run (the server's statement_timeout; the"
+            " client gives up a second later if the server stops answering); above 0, at most 3600."
+            " Migrations have no bound; /stats has DATABASE_STATS_TIMEOUT_SECONDS."
+        ),
+    )
+    database_stats_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        le=86400,
+        description=(
+            "Seconds one /stats statement may run: a rebuild of the rollup scans every attempt. Above 0, at most 86400."
+        ),
+    )
+    outcome_sweep_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds between sweeps that record, from their exit-status files, attempts of this node still"
+            " `running` in the database although nothing watches them any more; above 0, at most 3600."
         ),
     )
 
@@ -316,6 +436,11 @@ class Settings(BaseSettings):
     def programs(self) -> dict[str, Path]:
         """Every program a job may name, `default` first: JOB_SCRIPT_PATH (or the sample job), then the others."""
         return {DEFAULT_PROGRAM_NAME: self.job_script_path or BUNDLED_SAMPLE_JOB, **self.allowed_programs}
+
+    @property
+    def job_limits(self) -> JobLimits:
+        """The limits of a job that asks for none, and the most a job may ask for."""
+        return JobLimits(self.job_memory_limit_bytes, self.job_cpu_limit_seconds, self.job_open_files_limit)
 
     @property
     def child_environment_names(self) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 TEMPLATE_DATABASE = f"jobmanager_template_{os.getpid()}"
 
-pytest_plugins = ["tests.support.server"]
+pytest_plugins = ["tests.support.server", "tests.support.clusters"]
 
 
 def _docker_engine_answers() -> bool:
@@ -42,14 +43,20 @@ def _docker_engine_answers() -> bool:
         import docker  # noqa: PLC0415
     except ImportError:
         return False
-    try:
-        client = docker.from_env(timeout=3)
+    # A failed probe leaves the client's socket to the garbage collector; collected here, where its ResourceWarning
+    # is expected, rather than in whichever test happens to run next (where `filterwarnings = error` fails it).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
         try:
-            return bool(client.ping())
+            client = docker.from_env(timeout=3)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except Exception:
+            return False
         finally:
-            client.close()
-    except Exception:
-        return False
+            gc.collect()
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import json
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from litestar import Controller, MediaType, Response, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, QueryParameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
 from service.api.dependencies import OutputAccess
 from service.api.errors import ProblemError, problem_response
@@ -32,6 +33,8 @@ FOLLOW_END_POLL_SECONDS = 0.5
 # A comment line this often keeps proxies from closing a quiet stream.
 FOLLOW_KEEPALIVE_SECONDS = 15.0
 FOLLOW_CHUNK_BYTES = 64 * 1024
+# A whole read goes out this much at a time: however big the file, a reader holds about one chunk.
+OUTPUT_CHUNK_BYTES = 256 * 1024
 OUTPUT_SOURCE_HEADER = "Output-Source"
 TEXT_PLAIN = MediaType.TEXT
 
@@ -57,7 +60,11 @@ async def _attempt_or_404(job_store: JobStore, job_id: str, attempt_number: int)
 
 def _locate(attempt: AttemptRecord, stream: OutputStream, access: OutputAccess) -> _Output:
     if attempt.node_id == access.node_id:
-        return _Output(attempt, attempt_files(access.output_dir, attempt.job_id, attempt.attempt_number).output(stream))
+        path = attempt_files(access.output_dir, attempt.job_id, attempt.attempt_number).output(stream)
+        # An ended attempt's file may be gone (empty, or past OUTPUT_RETENTION_DAYS): its row keeps the tail.
+        if attempt.outcome is AttemptOutcome.RUNNING or path.exists():
+            return _Output(attempt, path)
+        return _Output(attempt, None)
     if attempt.outcome is AttemptOutcome.RUNNING:
         raise ProblemError(
             status_code=409,
@@ -91,21 +98,26 @@ async def _follow(
     loop = asyncio.get_running_loop()
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     offset = start_offset
+    held_back = ""
     ended = attempt.outcome is not AttemptOutcome.RUNNING
     last_end_check = last_sent = loop.time()
     while True:
         chunk = await asyncio.to_thread(read_from, output.path, offset, FOLLOW_CHUNK_BYTES)
         if chunk:
             offset += len(chunk)
-            text = decoder.decode(chunk)
+            text = held_back + decoder.decode(chunk)
+            # SSE ends a data line at CR, LF or CRLF alike: a CR sent at the end of one event and its LF at the
+            # start of the next would be two line breaks. A trailing CR waits for what follows it.
+            held_back = "\r" if text.endswith("\r") else ""
+            text = text.removesuffix("\r")
             if text:
                 # Bytes of a character cut at the chunk's end wait in the decoder; the id points before them.
-                pending = len(decoder.getstate()[0])
+                pending = len(decoder.getstate()[0]) + len(held_back)
                 yield ServerSentEventMessage(event="output", data=text, id=offset - pending)
                 last_sent = loop.time()
             continue
         if ended:
-            rest = decoder.decode(b"", final=True)
+            rest = held_back + decoder.decode(b"", final=True)
             if rest:
                 yield ServerSentEventMessage(event="output", data=rest, id=offset)
             yield _end_event(attempt)
@@ -190,13 +202,23 @@ class AttemptController(Controller):
             return Response(
                 (tail or "").encode(), media_type=TEXT_PLAIN, headers={OUTPUT_SOURCE_HEADER: "database-tail"}
             )
-        content = await asyncio.to_thread(_read_whole, output.path)
-        return Response(content, media_type=TEXT_PLAIN, headers={OUTPUT_SOURCE_HEADER: "file"})
+        return Stream(_file_chunks(output.path), media_type=TEXT_PLAIN, headers={OUTPUT_SOURCE_HEADER: "file"})
 
 
-def _read_whole(path: Path) -> bytes:
-    """The file as it is now (bounded by the exit keeper's limit); empty if the program never got to write."""
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    """The file as long as it is when the read begins, one chunk at a time; nothing if the program never got to
+    write. Open, it stays readable even if the file is removed meanwhile."""
     try:
-        return path.read_bytes()
+        file = await asyncio.to_thread(path.open, "rb")
     except FileNotFoundError:
-        return b""
+        return
+    try:
+        remaining = os.fstat(file.fileno()).st_size
+        while remaining > 0:
+            chunk = await asyncio.to_thread(file.read, min(OUTPUT_CHUNK_BYTES, remaining))
+            if not chunk:
+                return  # cut short under us: what was there has been sent
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        file.close()

@@ -10,6 +10,8 @@ from typing import Protocol, runtime_checkable
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from service.domain.limits import NO_LIMITS, JobLimits
+
 
 @runtime_checkable  # Litestar checks injected values with isinstance()
 class SupervisorHandle(Protocol):
@@ -20,6 +22,9 @@ class SupervisorHandle(Protocol):
 
     @property
     def running_count(self) -> int: ...
+
+    @property
+    def claim_loop_running(self) -> bool: ...
 
     def wake(self) -> None: ...
 
@@ -32,6 +37,8 @@ class JobDefaults:
     """Every program a job may name (`default` is JOB_SCRIPT_PATH), to its absolute path."""
     max_attempts: int
     timeout_seconds: float | None = None
+    limits: JobLimits = NO_LIMITS
+    """What a job that asks for no limits gets, and the most one may ask for."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
+from service.db.errors import describe, is_transient
+
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -133,6 +135,27 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
 def handle_unexpected_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _problem(request, 500, "an unexpected error occurred; it has been logged", [])
+
+
+# The database is unreachable, restarting or hung: a client should come back after this many seconds.
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+def handle_database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """503 with Retry-After for a failure that may pass (DatabaseUnavailableError, or a transient error raised
+    through the engine directly); anything else from the database is a 500 like any unexpected error."""
+    if not is_transient(exc):
+        return handle_unexpected_exception(request, exc)
+    reason = describe(exc)
+    logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, reason)
+    response = _problem(
+        request,
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        f"the database is unavailable ({reason.split(':')[0]}); try again in {DATABASE_RETRY_AFTER_SECONDS} s",
+        [],
+    )
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response
 
 
 __all__ = [

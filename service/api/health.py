@@ -1,35 +1,93 @@
-"""GET /health: is the service up, and can it reach its database."""
+"""GET /health (the process is alive; `degraded` when the database is not) and GET /ready (it can do its work:
+the database answers, the schema is at the newest migration, the claim loop runs)."""
 
 from __future__ import annotations
+
+import asyncio
+from http import HTTPStatus
 
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.api.dependencies import SupervisorHandle
-from service.api.schemas import HealthRead
+from service.api.errors import DATABASE_RETRY_AFTER_SECONDS
+from service.api.schemas import HealthRead, ReadyRead
+from service.db.errors import describe, is_transient
+from service.db.migrate import migrations_not_applied
+
+# A probe answers within this bound whatever the database does: a load balancer's check must never hang.
+PROBE_TIMEOUT_SECONDS = 2.0
+OK = "ok"
+UNREACHABLE = "unreachable"
+
+
+SCHEMA_BEHIND = "schema behind"
+
+
+async def _probe(engine: AsyncEngine, *, check_schema: bool) -> tuple[str, str | None]:
+    """The database's state (`ok`, `unreachable`, `schema behind`) and, unless ok, why, in a sentence."""
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_SECONDS), engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+            problem = await _schema_problem(connection) if check_schema else None
+    except TimeoutError:
+        return UNREACHABLE, f"the database did not answer within {PROBE_TIMEOUT_SECONDS:g} s"
+    except Exception as error:
+        if not is_transient(error):
+            raise
+        return UNREACHABLE, f"the database is unreachable ({describe(error)})"
+    return (OK, None) if problem is None else (SCHEMA_BEHIND, problem)
+
+
+async def _schema_problem(connection: AsyncConnection) -> str | None:
+    missing = await migrations_not_applied(connection)
+    return f"migrations not applied: {', '.join(sorted(missing))}" if missing else None
 
 
 class HealthController(Controller):
     path = "/health"
     tags = ["health"]  # noqa: RUF012
 
-    @get(summary="Liveness and database reachability")
+    @get(summary="Liveness: 200 while the process runs; `degraded`, with the reason, when the database is not there")
     async def health(
         self, engine: NamedDependency[AsyncEngine], supervisor: NamedDependency[SupervisorHandle]
-    ) -> Response[HealthRead]:
-        try:
-            async with engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-            database = "ok"
-        except (DBAPIError, OSError):
-            database = "unreachable"
-        body = HealthRead(
-            status="ok" if database == "ok" else "degraded",
+    ) -> HealthRead:
+        database, problem = await _probe(engine, check_schema=False)
+        return HealthRead(
+            status=OK if problem is None else "degraded",
             node_id=supervisor.node_id,
             database=database,
             running_jobs=supervisor.running_count,
+            reason=problem,
         )
-        return Response(body, status_code=200 if database == "ok" else 503)
+
+
+class ReadyController(Controller):
+    path = "/ready"
+    tags = ["health"]  # noqa: RUF012
+
+    @get(summary="Readiness: 200 when the database answers, its schema is current and the claim loop runs; else 503")
+    async def ready(
+        self, engine: NamedDependency[AsyncEngine], supervisor: NamedDependency[SupervisorHandle]
+    ) -> Response[ReadyRead]:
+        database, database_problem = await _probe(engine, check_schema=True)
+        claiming = supervisor.claim_loop_running
+        reasons = [database_problem] if database_problem else []
+        if not claiming:
+            reasons.append("the supervisor's claim loop is not running")
+        body = ReadyRead(
+            status="ready" if not reasons else "not ready",
+            node_id=supervisor.node_id,
+            database=database,
+            claim_loop="running" if claiming else "stopped",
+            reason="; ".join(reasons) or None,
+        )
+        if not reasons:
+            return Response(body, status_code=HTTPStatus.OK)
+        return Response(
+            body,
+            status_code=HTTPStatus.SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )

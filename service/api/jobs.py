@@ -24,6 +24,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from service.api.auth import caller_name
 from service.api.dependencies import JobDefaults, SupervisorHandle
 from service.api.errors import ProblemError, problem_response
+from service.api.job_limits import resolve_job_limits
 from service.api.schemas import JobCreate, JobDetail, JobRead
 from service.db.job_store import JobStore
 from service.domain.identifiers import format_job_id, parse_job_id
@@ -182,6 +183,7 @@ class JobController(Controller):
             run_at=data.run_at,
             timeout_seconds=data.timeout_seconds if data.timeout_seconds is not None else job_defaults.timeout_seconds,
             submitted_by=caller_name(request),
+            limits=resolve_job_limits(data, job_defaults.limits),
         )
         if idempotency_key is None:
             job = await job_store.submit_job(new_job)

@@ -8,7 +8,12 @@ from typing import Annotated, Self
 import msgspec
 
 from service.domain.identifiers import format_job_id
-from service.domain.limits import MAX_TIMEOUT_SECONDS
+from service.domain.limits import (
+    MAX_CPU_LIMIT_SECONDS,
+    MAX_OPEN_FILES_LIMIT,
+    MAX_TIMEOUT_SECONDS,
+    MIN_MEMORY_LIMIT_BYTES,
+)
 from service.domain.programs import PROGRAM_NAME_PATTERN
 from service.domain.records import AttemptRecord, JobRecord
 from service.domain.status import AttemptOutcome, JobStatus
@@ -40,6 +45,12 @@ class JobCreate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """An attempt running longer is ended and recorded as timed_out; DEFAULT_TIMEOUT_SECONDS when left out."""
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS_LIMIT)] | None = None
     """Attempts allowed in all; MAX_ATTEMPTS when left out."""
+    memory_limit_bytes: Annotated[int, msgspec.Meta(ge=MIN_MEMORY_LIMIT_BYTES)] | None = None
+    """At most JOB_MEMORY_LIMIT_BYTES, which is what leaving it out means (RLIMIT_DATA of each attempt)."""
+    cpu_limit_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_CPU_LIMIT_SECONDS)] | None = None
+    """At most JOB_CPU_LIMIT_SECONDS, which is what leaving it out means (RLIMIT_CPU of each attempt)."""
+    open_files_limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_OPEN_FILES_LIMIT)] | None = None
+    """At most JOB_OPEN_FILES_LIMIT, which is what leaving it out means (RLIMIT_NOFILE of each attempt)."""
 
 
 class AttemptRead(msgspec.Struct, rename="camel"):
@@ -110,6 +121,10 @@ class JobRead(msgspec.Struct, rename="camel"):
     """Set when a cancel was asked for while an attempt ran; the job is `cancelled` once that attempt has ended."""
     submitted_by: str | None = None
     """The name of the API token that submitted the job; null when the service runs without authentication."""
+    memory_limit_bytes: int | None = None
+    """What each attempt may allocate (null: no limit), as set when the job was accepted."""
+    cpu_limit_seconds: int | None = None
+    open_files_limit: int | None = None
 
     @classmethod
     def from_record(cls, record: JobRecord) -> Self:
@@ -133,6 +148,9 @@ class JobRead(msgspec.Struct, rename="camel"):
             timeout_seconds=record.timeout_seconds,
             cancel_requested_at=record.cancel_requested_at,
             submitted_by=record.submitted_by,
+            memory_limit_bytes=record.memory_limit_bytes,
+            cpu_limit_seconds=record.cpu_limit_seconds,
+            open_files_limit=record.open_files_limit,
         )
 
 
@@ -298,3 +316,16 @@ class HealthRead(msgspec.Struct, rename="camel"):
     node_id: str
     database: str
     running_jobs: int
+    reason: str | None = None
+    """Why the status is not `ok`: what the database probe ran into."""
+
+
+class ReadyRead(msgspec.Struct, rename="camel"):
+    status: str
+    """`ready` or `not ready`."""
+    node_id: str
+    database: str
+    """`ok`, `unreachable`, or `schema behind` (a migration is not applied)."""
+    claim_loop: str
+    """`running` or `stopped`."""
+    reason: str | None = None

@@ -161,7 +161,7 @@ class StatsController(Controller):
     async def get_stats(
         self,
         *,
-        engine: NamedDependency[AsyncEngine],
+        stats_engine: NamedDependency[AsyncEngine],
         since: Annotated[
             str | None, QueryParameter(description="Attempts started at or after: ISO 8601, or a time ago (24h, 7d)")
         ] = None,
@@ -189,4 +189,4 @@ class StatsController(Controller):
                 detail=str(error),
                 field_errors=[{"field": error.parameter, "message": error.message, "source": "query"}],
             ) from None
-        return stats_read(await compute_stats(engine, filters, recent=recent_window), filters)
+        return stats_read(await compute_stats(stats_engine, filters, recent=recent_window), filters)

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from service.db.coalescing import Coalescer
 from service.db.connections import Database
 from service.db.rows import ATTEMPT_COLUMNS, attempt_from_row
+from service.domain.limits import JobLimits
 from service.domain.records import (
     AttemptEnding,
     ClaimedAttempt,
@@ -74,14 +75,17 @@ class AttemptStore:
                             next_attempt_at = NULL
                         FROM due
                         WHERE j.id = due.id
-                        RETURNING j.id, j.name, j.program, j.arguments, j.attempts_count, j.timeout_seconds
+                        RETURNING j.id, j.name, j.program, j.arguments, j.attempts_count, j.timeout_seconds,
+                                  j.program_name, j.memory_limit_bytes, j.cpu_limit_seconds, j.open_files_limit
                     ), inserted AS (
                         INSERT INTO attempts (job_id, attempt_number, node_id, outcome)
                         SELECT id, attempts_count, $3, $4 FROM claimed
                         RETURNING id, job_id, attempt_number
                     )
                     SELECT i.id AS attempt_id, i.job_id, i.attempt_number,
-                           c.name AS job_name, c.program, c.arguments, c.timeout_seconds
+                           c.name AS job_name, c.program, c.arguments, c.timeout_seconds,
+                           c.program_name, d.next_attempt_at AS due_at,
+                           c.memory_limit_bytes, c.cpu_limit_seconds, c.open_files_limit
                     FROM inserted i JOIN claimed c ON c.id = i.job_id JOIN due d ON d.id = i.job_id
                     ORDER BY d.priority DESC, d.next_attempt_at, d.id
                 """,
@@ -238,7 +242,8 @@ class AttemptStore:
         async with self._database.connect() as connection:
             result = await connection.execute(
                 text(f"""
-                    SELECT {ATTEMPT_COLUMNS}, j.timeout_seconds, j.cancel_requested_at IS NOT NULL AS cancel_requested
+                    SELECT {ATTEMPT_COLUMNS}, j.timeout_seconds, j.cancel_requested_at IS NOT NULL AS cancel_requested,
+                           j.memory_limit_bytes, j.cpu_limit_seconds, j.open_files_limit
                     FROM attempts a JOIN jobs j ON j.id = a.job_id
                     WHERE a.node_id = :node_id AND a.outcome = :running ORDER BY a.id
                 """),
@@ -249,6 +254,7 @@ class AttemptStore:
                     attempt=attempt_from_row(row._mapping),
                     timeout_seconds=row.timeout_seconds,
                     cancel_requested=row.cancel_requested,
+                    limits=JobLimits(row.memory_limit_bytes, row.cpu_limit_seconds, row.open_files_limit),
                 )
                 for row in result
             ]

@@ -13,7 +13,8 @@ from service.db.errors import DatabaseUnavailableError, as_sqlalchemy_error, is_
 
 
 @contextlib.asynccontextmanager
-async def _unavailable_when_transient() -> AsyncIterator[None]:
+async def unavailable_when_transient() -> AsyncIterator[None]:
+    """Re-raise a failure that may pass (see `is_transient`) as `DatabaseUnavailableError`, from the original."""
     try:
         yield
     except Exception as error:
@@ -31,13 +32,13 @@ class Database:
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads; nothing it does is committed."""
-        async with _unavailable_when_transient(), self._engine.connect() as connection:
+        async with unavailable_when_transient(), self._engine.connect() as connection:
             yield connection
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction, committed when the block ends without an error."""
-        async with _unavailable_when_transient(), self._engine.begin() as connection:
+        async with unavailable_when_transient(), self._engine.begin() as connection:
             yield connection
 
     @contextlib.asynccontextmanager
@@ -48,7 +49,7 @@ class Database:
         Outside a `transaction()` each statement commits on its own (atomic alone), before its result is returned.
         Errors come out as SQLAlchemy's would, as from the other connections.
         """
-        async with _unavailable_when_transient(), self._engine.connect() as connection:
+        async with unavailable_when_transient(), self._engine.connect() as connection:
             driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
             try:
                 yield driver

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -22,6 +23,7 @@ from service.domain.records import (
     IdempotentSubmission,
     JobFilter,
     JobRecord,
+    MinuteActivity,
     NewJob,
     ReopenResult,
 )
@@ -42,15 +44,16 @@ _INSERT_JOBS = f"""
         FROM jsonb_to_recordset($1::jsonb) AS x(
             position integer, name text, program text, program_name text, arguments text[],
             max_attempts integer, priority integer, run_at timestamptz, timeout_seconds float8,
-            idempotency_key text, request_fingerprint text, submitted_by text)
+            idempotency_key text, request_fingerprint text, submitted_by text,
+            memory_limit_bytes bigint, cpu_limit_seconds integer, open_files_limit integer)
     ), j AS (
         INSERT INTO jobs (id, name, program, program_name, arguments, status, max_attempts, priority,
                           run_at, timeout_seconds, next_attempt_at, idempotency_key, request_fingerprint,
-                          submitted_by)
+                          submitted_by, memory_limit_bytes, cpu_limit_seconds, open_files_limit)
         OVERRIDING SYSTEM VALUE
         SELECT id, name, program, program_name, arguments, $2, max_attempts, priority,
                run_at, timeout_seconds, greatest(now(), run_at), idempotency_key, request_fingerprint,
-               submitted_by
+               submitted_by, memory_limit_bytes, cpu_limit_seconds, open_files_limit
         FROM input ORDER BY position
         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING *
@@ -80,6 +83,9 @@ def _insert_document(new_jobs: Sequence[NewJob], idempotency_key: str | None, fi
                 "idempotency_key": idempotency_key,
                 "request_fingerprint": fingerprint,
                 "submitted_by": job.submitted_by,
+                "memory_limit_bytes": job.limits.memory_bytes,
+                "cpu_limit_seconds": job.limits.cpu_seconds,
+                "open_files_limit": job.limits.open_files,
             }
             for position, job in enumerate(new_jobs)
         ]
@@ -100,6 +106,11 @@ async def _insert_jobs(
         JOBS_DUE_CHANNEL,
     )
     return [job_from_row(row) for row in rows]
+
+
+# Attempts ended in a window are found through the index on their start: one that ran longer than this before
+# ending is left out of the activity counts (and only of them).
+ACTIVITY_LONGEST_ATTEMPT = timedelta(days=1)
 
 
 class JobStore:
@@ -191,6 +202,50 @@ class JobStore:
                 parameters,
             )
             return [job_from_row(row._mapping) for row in result]
+
+    async def count_by_status(self) -> dict[JobStatus, int]:
+        """How many jobs have each status (every status present, 0 where none has it)."""
+        async with self._database.connect() as connection:
+            result = await connection.execute(text("SELECT status, count(*) AS jobs FROM jobs GROUP BY status"))
+            counted = {JobStatus(row.status): int(row.jobs) for row in result}
+        return {status: counted.get(status, 0) for status in JobStatus}
+
+    async def activity_per_minute(self, since: datetime) -> list[MinuteActivity]:
+        """Per minute since `since`, oldest first: jobs created, and attempts ended by outcome (minutes with
+        neither are left out)."""
+        async with self._database.connect() as connection:
+            submitted = await connection.execute(
+                text("""
+                    SELECT date_trunc('minute', created_at) AS minute, count(*) AS jobs
+                    FROM jobs WHERE created_at >= :since GROUP BY 1
+                """),
+                {"since": since},
+            )
+            ended = await connection.execute(
+                text("""
+                    SELECT date_trunc('minute', finished_at) AS minute, outcome, count(*) AS attempts
+                    FROM attempts
+                    WHERE started_at >= :earliest_start AND finished_at >= :since AND outcome <> :running
+                    GROUP BY 1, 2
+                """),
+                {
+                    "since": since,
+                    "earliest_start": since - ACTIVITY_LONGEST_ATTEMPT,
+                    "running": AttemptOutcome.RUNNING.value,
+                },
+            )
+            submitted_by_minute = {row.minute: int(row.jobs) for row in submitted}
+            ended_by_minute: dict[datetime, dict[AttemptOutcome, int]] = {}
+            for row in ended:
+                ended_by_minute.setdefault(row.minute, {})[AttemptOutcome(row.outcome)] = int(row.attempts)
+        return [
+            MinuteActivity(
+                minute=minute,
+                submitted=submitted_by_minute.get(minute, 0),
+                ended=ended_by_minute.get(minute, {}),
+            )
+            for minute in sorted(submitted_by_minute.keys() | ended_by_minute.keys())
+        ]
 
     async def list_attempts(self, job_id: int) -> list[AttemptRecord]:
         async with self._database.connect() as connection:
@@ -301,6 +356,19 @@ class JobStore:
             job = await _find_job(connection, job_id)
             assert job is not None
             return ReopenResult(job=job, reopened=True)
+
+    async def count_due_jobs(self, *, at_most: int) -> int:
+        """Jobs due and waiting for a slot on any node, counted up to `at_most`: the scan stops there, so a long
+        queue costs no more than that (for the metrics, scraped often)."""
+        async with self._database.connect() as connection:
+            result = await connection.execute(
+                text(
+                    "SELECT count(*) FROM (SELECT 1 FROM jobs"
+                    " WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= now() LIMIT :at_most) AS due"
+                ),
+                {"at_most": at_most},
+            )
+            return int(result.scalar_one())
 
 
 async def _find_job(connection: AsyncConnection, job_id: int) -> JobRecord | None:

@@ -60,6 +60,9 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(Text)
     request_fingerprint: Mapped[str | None] = mapped_column(Text)
     submitted_by: Mapped[str | None] = mapped_column(Text)
+    memory_limit_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    cpu_limit_seconds: Mapped[int | None] = mapped_column(Integer)
+    open_files_limit: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (CheckConstraint("attempts_count <= max_attempts", name="attempts_within_limit"),)
 
@@ -89,5 +92,6 @@ class Attempt(Base):
     stderr_bytes: Mapped[int | None] = mapped_column(BigInteger)
     stdout_tail: Mapped[str | None] = mapped_column(Text)
     stderr_tail: Mapped[str | None] = mapped_column(Text)
+    output_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (UniqueConstraint("job_id", "attempt_number"),)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 
 import asyncpg
 
-from service.db.engine import libpq_url
+from service.db.engine import DEFAULT_CONNECT_TIMEOUT_SECONDS, libpq_url
 
 # Sent (by submit_job, in the job's own transaction) whenever a job becomes due. The payload is empty: a woken
 # supervisor claims whatever is due, so nothing is lost when notifications are coalesced.
@@ -26,14 +26,24 @@ def _terminate_if_connected(connecting: asyncio.Future[asyncpg.Connection]) -> N
 class NotificationConnection:
     """A dedicated connection that LISTENs on channels and calls the channel's callback for each notification."""
 
-    def __init__(self, connection: asyncpg.Connection) -> None:
+    def __init__(self, connection: asyncpg.Connection, timeout_seconds: float) -> None:
         self._connection = connection
+        self._timeout_seconds = timeout_seconds
 
     @classmethod
     async def open(
-        cls, database_url: str, callbacks: Mapping[str, Callable[[], None]], on_lost: Callable[[], None]
+        cls,
+        database_url: str,
+        callbacks: Mapping[str, Callable[[], None]],
+        on_lost: Callable[[], None],
+        *,
+        timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
     ) -> NotificationConnection:
-        connecting = asyncio.ensure_future(asyncpg.connect(libpq_url(database_url)))
+        """Connect and LISTEN; a server that does not answer within `timeout_seconds` (per step) raises."""
+        # No statement_timeout: LISTEN holds an idle session, and its few statements are bounded by the client.
+        connecting = asyncio.ensure_future(
+            asyncpg.connect(libpq_url(database_url), timeout=timeout_seconds, command_timeout=timeout_seconds)
+        )
         try:
             connection = await asyncio.shield(connecting)
         except asyncio.CancelledError:
@@ -54,7 +64,7 @@ class NotificationConnection:
             connection.terminate()  # cancelled (a quick shutdown) or failed half-way: never leak the connection
             raise
         connection.add_termination_listener(_terminated)
-        return cls(connection)
+        return cls(connection, timeout_seconds)
 
     @property
     def is_closed(self) -> bool:
@@ -62,7 +72,7 @@ class NotificationConnection:
 
     async def check(self) -> None:
         """Raise if the server is unreachable (a dead connection does not always notice by itself)."""
-        await self._connection.execute("SELECT 1")
+        await self._connection.execute("SELECT 1", timeout=self._timeout_seconds)
 
     async def close(self) -> None:
         try:

@@ -16,7 +16,8 @@ JOB_COLUMNS = """
       WHERE a.job_id = j.id AND a.duration_ms IS NOT NULL
       ORDER BY a.attempt_number DESC LIMIT 1) AS last_duration_ms,
     j.program_name, j.priority, j.run_at, j.timeout_seconds, j.cancel_requested_at,
-    j.submitted_by
+    j.submitted_by,
+    j.memory_limit_bytes, j.cpu_limit_seconds, j.open_files_limit
 """
 
 _ATTEMPT_COLUMN_NAMES = (

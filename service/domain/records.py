@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from service.domain.limits import NO_LIMITS, JobLimits
 from service.domain.programs import DEFAULT_PROGRAM_NAME
 from service.domain.status import AttemptOutcome, JobStatus
 
@@ -32,6 +33,13 @@ class JobRecord:
     cancel_requested_at: datetime | None = None
     submitted_by: str | None = None
     """The name of the API token that submitted the job; None without authentication."""
+    memory_limit_bytes: int | None = None
+    cpu_limit_seconds: int | None = None
+    open_files_limit: int | None = None
+
+    @property
+    def limits(self) -> JobLimits:
+        return JobLimits(self.memory_limit_bytes, self.cpu_limit_seconds, self.open_files_limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +78,7 @@ class NewJob:
     """Not before then; None (or a time already past) means as soon as a slot is free."""
     timeout_seconds: float | None = None
     submitted_by: str | None = None
+    limits: JobLimits = NO_LIMITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +138,16 @@ class ClaimedAttempt:
     program: str
     arguments: list[str]
     timeout_seconds: float | None = None
+    program_name: str = DEFAULT_PROGRAM_NAME
+    due_at: datetime | None = None
+    """When the job became due for this attempt: its submission (or runAt), or the end of its retry backoff."""
+    memory_limit_bytes: int | None = None
+    cpu_limit_seconds: int | None = None
+    open_files_limit: int | None = None
+
+    @property
+    def limits(self) -> JobLimits:
+        return JobLimits(self.memory_limit_bytes, self.cpu_limit_seconds, self.open_files_limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +157,8 @@ class RunningAttempt:
     attempt: AttemptRecord
     timeout_seconds: float | None
     cancel_requested: bool
+    limits: JobLimits = NO_LIMITS
+    """Set on its process when it started; needed to say which one an ending hit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,3 +201,12 @@ class ProcessStart:
     process_started_at: datetime
     """The OS's start time of `pid`: with it, the pid names this process even after pid reuse."""
     started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteActivity:
+    """One minute of recent activity: the jobs submitted in it, and the attempts that ended in it by outcome."""
+
+    minute: datetime
+    submitted: int
+    ended: Mapping[AttemptOutcome, int]

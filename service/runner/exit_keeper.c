@@ -2,8 +2,8 @@
  * exit_keeper: runs one job's program and writes how it ended to a status file, so that the record survives the
  * service itself (a crash, kill -9, an upgrade). The service starts it as
  *
- *     exit_keeper [--output-limit=BYTES] [--output-tail=BYTES] [--run-as=UID:GID[:GROUPS]] STATUS_PATH PROGRAM
- *                 [ARGUMENT...]
+ *     exit_keeper [--output-limit=BYTES] [--output-tail=BYTES] [--memory-limit=BYTES] [--cpu-limit=SECONDS]
+ *                 [--open-files-limit=COUNT] [--run-as=UID:GID[:GROUPS]] STATUS_PATH PROGRAM [ARGUMENT...]
  *
  * It forks, execs PROGRAM with the arguments untouched (no shell), waits for it with wait4(), and atomically
  * writes one line of JSON to STATUS_PATH (write to STATUS_PATH.tmp, fsync, rename):
@@ -28,6 +28,12 @@
  * program does not notice a crash of the service. When the program has exited, the keeper copies what it left in
  * the pipes, writes the status file and exits; if processes the program started still hold the pipes open, a
  * forked copy of the keeper (a "drainer", in the same process group) goes on copying for them until they close.
+ *
+ * Limits. The program (not the keeper) runs under the resource limits given: --memory-limit sets RLIMIT_DATA (heap
+ * and private writable mappings: what the program allocates, unlike RLIMIT_AS, which also counts mapped files,
+ * shared libraries and address space merely reserved), --cpu-limit sets RLIMIT_CPU (SIGXCPU at that many seconds of
+ * CPU, SIGKILL one second later for a program that ignores it), --open-files-limit sets RLIMIT_NOFILE. A limit
+ * that cannot be set fails the start as a failed exec would: a program never runs with less protection than asked.
  *
  * The keeper leads the attempt's process group (the service starts it in a new session); it ignores the polite
  * termination signals so that a SIGTERM sent to the group reaches the program while the keeper stays to record the
@@ -76,6 +82,10 @@ struct stream {
 
 static long long output_limit = -1; /* -1: unlimited */
 static long long output_tail = 0;
+/* -1: not limited. */
+static long long memory_limit = -1, cpu_limit = -1, open_files_limit = -1;
+/* Past the soft CPU limit the program gets SIGXCPU; this much later, SIGKILL. */
+#define CPU_LIMIT_KILL_AFTER_SECONDS 1
 static int child_exited_pipe[2] = {-1, -1};
 
 static long long nanoseconds(const struct timespec *t) {
@@ -142,6 +152,28 @@ static int parse_size(const char *text, long long *value) {
     if (errno != 0 || end == text || *end != '\0' || parsed < 0) return -1;
     *value = parsed;
     return 0;
+}
+
+/* Lowers one limit; one already lower (the keeper's own hard limit, say) stays as it is. */
+static int limit_resource(int resource, long long soft, long long hard) {
+    if (soft < 0) return 0;
+    struct rlimit limit;
+    if (getrlimit(resource, &limit) != 0) return -1;
+    if (limit.rlim_max == RLIM_INFINITY || (rlim_t)hard < limit.rlim_max) limit.rlim_max = (rlim_t)hard;
+    limit.rlim_cur = (rlim_t)soft < limit.rlim_max ? (rlim_t)soft : limit.rlim_max;
+    return setrlimit(resource, &limit);
+}
+
+/* In the child, just before exec: the job's limits. A limit that cannot be set is reported as a failed exec. */
+static void apply_job_limits(int exec_report_fd) {
+    if (limit_resource(RLIMIT_DATA, memory_limit, memory_limit) == 0 &&
+        limit_resource(RLIMIT_CPU, cpu_limit, cpu_limit + CPU_LIMIT_KILL_AFTER_SECONDS) == 0 &&
+        limit_resource(RLIMIT_NOFILE, open_files_limit, open_files_limit) == 0) {
+        return;
+    }
+    int limit_errno = errno;
+    (void)write_all(exec_report_fd, (const char *)&limit_errno, sizeof limit_errno);
+    _exit(127);
 }
 
 /* Errors writing the file (a full disk) lose output, never the program: the pipe is drained all the same. */
@@ -274,14 +306,19 @@ int main(int argc, char **argv) {
         const char *option = argv[first];
         if (strncmp(option, "--output-limit=", 15) == 0 && parse_size(option + 15, &output_limit) == 0) continue;
         if (strncmp(option, "--output-tail=", 14) == 0 && parse_size(option + 14, &output_tail) == 0) continue;
+        if (strncmp(option, "--memory-limit=", 15) == 0 && parse_size(option + 15, &memory_limit) == 0) continue;
+        if (strncmp(option, "--cpu-limit=", 12) == 0 && parse_size(option + 12, &cpu_limit) == 0) continue;
+        if (strncmp(option, "--open-files-limit=", 19) == 0 && parse_size(option + 19, &open_files_limit) == 0) {
+            continue;
+        }
         if (strncmp(option, "--run-as=", 9) == 0 && parse_run_as(option + 9) == 0) continue;
         fprintf(stderr, "exit_keeper: unknown or bad option %s\n", option);
         return KEEPER_FAILED;
     }
     if (argc - first < 2) {
-        fprintf(stderr, "usage: exit_keeper [--output-limit=BYTES] [--output-tail=BYTES] [--run-as=UID:GID[:GROUPS]] "
-                        "STATUS_PATH PROGRAM "
-                        "[ARGUMENT...]\n");
+        fprintf(stderr, "usage: exit_keeper [--output-limit=BYTES] [--output-tail=BYTES] [--memory-limit=BYTES] "
+                        "[--cpu-limit=SECONDS] [--open-files-limit=COUNT] [--run-as=UID:GID[:GROUPS]] STATUS_PATH "
+                        "PROGRAM [ARGUMENT...]\n");
         return KEEPER_FAILED;
     }
     const char *status_path = argv[first];
@@ -352,6 +389,7 @@ int main(int argc, char **argv) {
             (void)write_all(exec_report[1], (const char *)&dup_errno, sizeof dup_errno);
             _exit(127);
         }
+        apply_job_limits(exec_report[1]);
         become_job_user_or_exit(exec_report[1]); /* JOB_USER: see exit_keeper_user.h */
         execv(program_argv[0], program_argv);
         int exec_errno = errno;

@@ -1,7 +1,7 @@
 """The Python twin of exit_keeper.c, for machines without a C compiler: same arguments, same status format.
 
-Run as a script (`python -I -S exit_keeper.py [--output-limit=N] [--output-tail=N] [--run-as=UID:GID[:GROUPS]]
-STATUS_PATH PROGRAM [ARG...]`);
+Run as a script (`python -I -S exit_keeper.py [--output-limit=N] [--output-tail=N] [--memory-limit=BYTES]
+[--cpu-limit=SECONDS] [--open-files-limit=COUNT] [--run-as=UID:GID[:GROUPS]] STATUS_PATH PROGRAM [ARG...]`);
 it imports only the standard library so that it starts as fast as Python can. See exit_keeper.c for what it does
 and why: the program's output goes through pipes that the keeper copies into the files, within the limit.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import selectors
 import signal
 import sys
@@ -21,6 +22,13 @@ CHILD_SWITCH_USER_FAILED = 126
 # The exec report of a child that could not become JOB_USER starts with this; a failed exec's is the bare errno.
 SWITCH_USER_REPORT_PREFIX = b"user:"
 COPY_BUFFER_BYTES = 65536
+# Past the soft CPU limit the program gets SIGXCPU; this much later, SIGKILL.
+CPU_LIMIT_KILL_AFTER_SECONDS = 1
+LIMIT_OPTIONS = {
+    "--memory-limit": resource.RLIMIT_DATA,
+    "--cpu-limit": resource.RLIMIT_CPU,
+    "--open-files-limit": resource.RLIMIT_NOFILE,
+}
 FORWARDED_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name)
 )
@@ -163,8 +171,10 @@ class RunAs:
             raise PermissionError(1, "root could be regained")
 
 
-def parse_options(argv: list[str]) -> tuple[int, int, RunAs | None, list[str]] | None:
+def parse_options(argv: list[str]) -> tuple[int, int, dict[int, int], RunAs | None, list[str]] | None:
+    """The output limit and tail, the resource limits (see exit_keeper.c), who to run as, and the rest."""
     limit, tail, run_as = -1, 0, None
+    resource_limits: dict[int, int] = {}
     index = 1
     while index < len(argv) and argv[index].startswith("--"):
         name, _, value = argv[index].partition("=")
@@ -173,20 +183,36 @@ def parse_options(argv: list[str]) -> tuple[int, int, RunAs | None, list[str]] |
                 run_as = RunAs(value)
             except ValueError:
                 return None
-        elif name not in ("--output-limit", "--output-tail") or not value.isdigit():
+        elif name not in ("--output-limit", "--output-tail", *LIMIT_OPTIONS) or not value.isdigit():
             return None
         elif name == "--output-limit":
             limit = int(value)
-        else:
+        elif name == "--output-tail":
             tail = int(value)
+        else:
+            resource_limits[LIMIT_OPTIONS[name]] = int(value)
         index += 1
-    return limit, tail, run_as, argv[index:]
+    return limit, tail, resource_limits, run_as, argv[index:]
+
+
+def apply_job_limits(resource_limits: dict[int, int]) -> None:
+    """In the child, before exec: lower each limit (one already lower stays); raises OSError if one cannot be set."""
+    for which, value in resource_limits.items():
+        _, hard = resource.getrlimit(which)
+        wanted_hard = value + CPU_LIMIT_KILL_AFTER_SECONDS if which == resource.RLIMIT_CPU else value
+        if hard == resource.RLIM_INFINITY or wanted_hard < hard:
+            hard = wanted_hard
+        try:
+            resource.setrlimit(which, (min(value, hard), hard))
+        except ValueError as error:
+            raise OSError(22, str(error)) from error
 
 
 def fork_program(
     program_argv: list[str],
     output_pipes: list[tuple[int, int]],
     original_mask: set[int | signal.Signals],
+    resource_limits: dict[int, int],
     run_as: RunAs | None,
 ) -> tuple[int, bytes]:
     """Start the program with its output into the pipes; returns its pid and the errno text of a failed exec."""
@@ -201,6 +227,7 @@ def fork_program(
             os.close(report_read)
             os.dup2(output_pipes[0][1], 1)  # dup2 makes the copies inheritable: only 0, 1, 2 reach the program
             os.dup2(output_pipes[1][1], 2)
+            apply_job_limits(resource_limits)
             if run_as is not None:
                 try:
                     run_as.become()
@@ -241,13 +268,14 @@ def finish_output(streams: list[Stream]) -> None:
 
 def main(argv: list[str]) -> int:
     parsed = parse_options(argv)
-    if parsed is None or len(parsed[3]) < 2:
+    if parsed is None or len(parsed[4]) < 2:
         sys.stderr.write(
-            "usage: exit_keeper.py [--output-limit=BYTES] [--output-tail=BYTES] [--run-as=UID:GID[:GROUPS]] STATUS_PATH"
-            " PROGRAM [ARGUMENT...]\n"
+            "usage: exit_keeper.py [--output-limit=BYTES] [--output-tail=BYTES] [--memory-limit=BYTES]"
+            " [--cpu-limit=SECONDS] [--open-files-limit=COUNT] [--run-as=UID:GID[:GROUPS]] STATUS_PATH PROGRAM"
+            " [ARGUMENT...]\n"
         )
         return KEEPER_FAILED
-    limit, tail, run_as, (status_path, *program_argv) = parsed
+    limit, tail, resource_limits, run_as, (status_path, *program_argv) = parsed
     # Blocked, not ignored, until the program exists: a signal sent in that moment is passed on, not lost.
     original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     if os.read(0, 1) != b"g":
@@ -267,7 +295,7 @@ def main(argv: list[str]) -> int:
     signal.set_wakeup_fd(child_exited_write)
     signal.signal(signal.SIGCHLD, lambda _number, _frame: None)
     started = time.monotonic_ns()
-    child, exec_report = fork_program(program_argv, output_pipes, original_mask, run_as)
+    child, exec_report = fork_program(program_argv, output_pipes, original_mask, resource_limits, run_as)
     switch_failed = exec_report.startswith(SWITCH_USER_REPORT_PREFIX)
     privilege_errno = int(exec_report.removeprefix(SWITCH_USER_REPORT_PREFIX)) if switch_failed else None
     exec_report = b"" if switch_failed else exec_report

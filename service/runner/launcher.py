@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from service.domain.limits import NO_LIMITS, JobLimits
 from service.runner.exit_status import ProcessExit, describe_spawn_error, read_exit_status
 from service.runner.identity import (
     HAS_PIDFD,
@@ -51,6 +52,8 @@ class ProcessSpec:
     """The most the exit keeper copies into each output file before its truncation marker; None: no limit."""
     output_tail_bytes: int = 0
     """Past the limit, how many of the last bytes of each stream the keeper still appends when the stream ends."""
+    limits: JobLimits = NO_LIMITS
+    """What the program may use; the exit keeper sets them (without a keeper they are not applied)."""
 
 
 class SpawnError(Exception):
@@ -242,9 +245,17 @@ class RunningProcess:
 
 
 def _keeper_options(spec: ProcessSpec) -> list[str]:
-    if spec.output_limit_bytes is None:
-        return []
-    return [f"--output-limit={spec.output_limit_bytes}", f"--output-tail={spec.output_tail_bytes}"]
+    options = []
+    if spec.output_limit_bytes is not None:
+        options += [f"--output-limit={spec.output_limit_bytes}", f"--output-tail={spec.output_tail_bytes}"]
+    for option, value in (
+        ("--memory-limit", spec.limits.memory_bytes),
+        ("--cpu-limit", spec.limits.cpu_seconds),
+        ("--open-files-limit", spec.limits.open_files),
+    ):
+        if value is not None:
+            options.append(f"{option}={value}")
+    return options
 
 
 class ProcessLauncher:

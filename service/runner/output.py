@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+
+from service.domain.paths import AttemptFiles
 
 # PostgreSQL text cannot hold NUL; a job's output may. It is shown as U+FFFD, like any byte that is not UTF-8.
 _NUL = "\x00"
@@ -40,3 +43,46 @@ def read_from(path: Path, offset: int, max_bytes: int) -> bytes:
             return file.read(max_bytes)
     except FileNotFoundError:
         return b""
+
+
+def remove_after_recording(files: AttemptFiles) -> int:
+    """Once an attempt's outcome and tails are on its row: remove its exit-status file, its empty output files and
+    then its folders if nothing is left in them; returns how many entries it removed.
+
+    Call it from the thread that starts programs (the event loop): a folder is removed only when empty, and a new
+    attempt of the same job creating its folder meanwhile could otherwise see its parent vanish.
+    """
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        files.exit_status.unlink()
+        removed += 1
+    for path in (files.stdout, files.stderr):
+        try:
+            if path.stat().st_size == 0:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed + _remove_empty_folders(files)
+
+
+def remove_attempt_files(files: AttemptFiles) -> int:
+    """Remove an attempt's output and exit-status files and its folders (retention); returns entries removed."""
+    removed = 0
+    for path in (files.stdout, files.stderr, files.exit_status):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    return removed + _remove_empty_folders(files)
+
+
+def _remove_empty_folders(files: AttemptFiles) -> int:
+    """The attempt's folder, then its job's, each only if empty; returns how many went."""
+    removed = 0
+    for folder in (files.directory, files.directory.parent):
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # not empty (output kept, or another attempt of the job), or already gone
+        removed += 1
+    return removed

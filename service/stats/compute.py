@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.db.connections import unavailable_when_transient
 from service.stats import discovery_sql
 from service.stats.discovery import DEFAULT_RECENT, test_all
 from service.stats.filters import StatsFilters
@@ -69,10 +70,20 @@ async def compute_stats(
     recent: timedelta = DEFAULT_RECENT,
     now: datetime | None = None,
 ) -> StatsReport:
-    """Every figure of /stats. No filter, or only `program`: the rollup. A window or a name prefix: a scan."""
+    """Every figure of /stats. No filter, or only `program`: the rollup. A window or a name prefix: a scan.
+
+    A database that is unreachable or restarting raises `DatabaseUnavailableError`, as the stores do.
+    """
     filters = filters or StatsFilters()
     moment = now or datetime.now(UTC)
     recent_since = recent_window_start(filters, recent, moment, whole_hours=not filters.needs_scan)
+    async with unavailable_when_transient():
+        return await _compute(engine, filters, patterns, recent, recent_since)
+
+
+async def _compute(
+    engine: AsyncEngine, filters: StatsFilters, patterns: Sequence[Pattern], recent: timedelta, recent_since: datetime
+) -> StatsReport:
     value_sample: tuple[int, int] | None = None
     if filters.needs_scan:
         async with engine.connect() as connection:

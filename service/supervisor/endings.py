@@ -3,11 +3,13 @@ found it after a restart)."""
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from service.domain.identifiers import format_job_id
+from service.domain.limits import JobLimits
 from service.domain.paths import attempt_files
 from service.domain.records import AttemptEnding, AttemptRecord, ClaimedAttempt
 from service.domain.status import AttemptOutcome
@@ -70,3 +72,31 @@ def with_output_tails(ending: AttemptEnding, output_dir: Path, key: AttemptKey, 
 
 def lost_ending(reason: str) -> AttemptEnding:
     return AttemptEnding(outcome=AttemptOutcome.LOST, finished_at=datetime.now(UTC), error=reason)
+
+
+# SIGXCPU: the soft CPU limit was reached; SIGKILL follows at the hard one, a second later (see exit_keeper.c).
+_CPU_LIMIT_SIGNAL = getattr(signal, "SIGXCPU", None)
+# An allocation refused under RLIMIT_DATA cannot be seen from outside; a program that does not check it tends to
+# end by one of these (or exit with an error of its own).
+_MEMORY_FAILURE_SIGNALS = frozenset(
+    getattr(signal, name) for name in ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGKILL") if hasattr(signal, name)
+)
+MILLISECONDS_PER_SECOND = 1000
+
+
+def with_limit_described(ending: AttemptEnding, limits: JobLimits) -> AttemptEnding:
+    """A program killed by a signal gets an error saying which of its limits it hit (or probably hit)."""
+    if ending.outcome is not AttemptOutcome.KILLED or ending.signal is None or ending.error is not None:
+        return ending
+    cpu_ms = (ending.user_cpu_ms or 0) + (ending.system_cpu_ms or 0)
+    if limits.cpu_seconds is not None and (
+        ending.signal == _CPU_LIMIT_SIGNAL
+        or (ending.signal == signal.SIGKILL and cpu_ms >= limits.cpu_seconds * MILLISECONDS_PER_SECOND)
+    ):
+        return replace(ending, error=f"exceeded its CPU limit of {limits.cpu_seconds} s")
+    if limits.memory_bytes is not None and ending.signal in _MEMORY_FAILURE_SIGNALS:
+        return replace(
+            ending,
+            error=f"killed by signal {ending.signal}; it may have hit its memory limit of {limits.memory_bytes} bytes",
+        )
+    return ending

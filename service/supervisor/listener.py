@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from service.db.engine import DEFAULT_CONNECT_TIMEOUT_SECONDS
 from service.db.notifications import CANCEL_REQUESTED_CHANNEL, JOBS_DUE_CHANNEL, NotificationConnection
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,9 @@ class DueJobListener:
         on_due: Callable[[], None],
         *,
         on_cancel_requested: Callable[[], None] | None = None,
+        connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
     ) -> None:
+        self._connect_timeout_seconds = connect_timeout_seconds
         self._database_url = database_url
         self._on_due = on_due
         self._on_cancel_requested = on_cancel_requested
@@ -59,7 +62,9 @@ class DueJobListener:
         callbacks = {JOBS_DUE_CHANNEL: self._on_due}
         if self._on_cancel_requested is not None:
             callbacks[CANCEL_REQUESTED_CHANNEL] = self._on_cancel_requested
-        connection = await NotificationConnection.open(self._database_url, callbacks, on_lost=self._lost.set)
+        connection = await NotificationConnection.open(
+            self._database_url, callbacks, on_lost=self._lost.set, timeout_seconds=self._connect_timeout_seconds
+        )
         try:
             for callback in callbacks.values():
                 callback()  # anything submitted, or cancelled, while we were not listening

@@ -16,10 +16,12 @@ so it is ended (its whole group) before being recorded as lost, and never runs b
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,18 +29,37 @@ import psutil
 
 from service.db.attempt_store import AttemptStore
 from service.domain.paths import attempt_files
-from service.domain.records import AttemptEnding, AttemptRecord
+from service.domain.records import AttemptEnding, AttemptRecord, RunningAttempt
 from service.domain.retry import RetryPolicy
 from service.runner.exit_status import read_exit_status
 from service.runner.identity import IS_WINDOWS, is_same_process
 from service.runner.launcher import RunningProcess
+from service.runner.output import remove_after_recording
 from service.supervisor.config import DEFAULT_OUTPUT_TAIL_BYTES
-from service.supervisor.endings import AttemptKey, ending_from_exit, lost_ending, with_output_tails
+from service.supervisor.endings import (
+    AttemptKey,
+    ending_from_exit,
+    lost_ending,
+    with_limit_described,
+    with_output_tails,
+)
 from service.supervisor.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
 PROGRAM_LABEL = "the job's program"
+AFTER_RESTART = "after restart"
+
+
+class Settled(enum.Enum):
+    """What became of one attempt found running in the database with nothing watching it."""
+
+    RECOVERED = "recovered"
+    """It had ended: the outcome was read from its exit-status file."""
+    ADOPTED = "adopted"
+    LOST = "lost"
+    ENDED_AND_LOST = "ended and lost"
+    """Still running without a keeper to tell its exit: ended, then recorded lost."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,45 +96,13 @@ class Reconciler:
     async def run_once(self) -> ReconcileReport:
         started = time.monotonic()
         attempts = await self._attempts.running_attempts_on_node(self._supervisor.node_id)
-        adopted = recovered = lost = ended = 0
-        for running in attempts:
-            attempt = running.attempt
-            key = AttemptKey.of_record(attempt)
-            status_path = attempt_files(self._output_dir, attempt.job_id, attempt.attempt_number).exit_status
-            process = None
-            if self._keeper_in_use and attempt.pid is not None and attempt.process_started_at is not None:
-                process = RunningProcess.adopt(
-                    pid=attempt.pid,
-                    started_at=attempt.process_started_at,
-                    program=PROGRAM_LABEL,
-                    status_path=status_path,
-                )
-            # Read the file after the liveness check: a keeper that ended in between has written it by now.
-            process_exit = read_exit_status(status_path, PROGRAM_LABEL) if self._keeper_in_use else None
-            if process_exit is not None:
-                await self._record(attempt, ending_from_exit(process_exit))
-                recovered += 1
-            elif process is not None:
-                self._supervisor.adopt(
-                    key,
-                    process,
-                    started_at=attempt.started_at,
-                    timeout_seconds=running.timeout_seconds,
-                    cancel_requested=running.cancel_requested,
-                )
-                adopted += 1
-            else:
-                if not self._keeper_in_use and is_same_process(attempt.pid, attempt.process_started_at):
-                    self._end_leftover(attempt)
-                    ended += 1
-                await self._record(attempt, lost_ending(self._lost_reason(attempt)))
-                lost += 1
+        settled = Counter([await self.settle(running) for running in attempts])
         report = ReconcileReport(
             examined=len(attempts),
-            adopted=adopted,
-            recovered=recovered,
-            lost=lost,
-            ended_leftovers=ended,
+            adopted=settled[Settled.ADOPTED],
+            recovered=settled[Settled.RECOVERED],
+            lost=settled[Settled.LOST] + settled[Settled.ENDED_AND_LOST],
+            ended_leftovers=settled[Settled.ENDED_AND_LOST],
             seconds=time.monotonic() - started,
         )
         if attempts:
@@ -122,11 +111,47 @@ class Reconciler:
                 report.examined,
                 self._supervisor.node_id,
                 report.seconds,
-                adopted,
-                recovered,
-                lost,
+                report.adopted,
+                report.recovered,
+                report.lost,
             )
         return report
+
+    async def settle(self, running: RunningAttempt, *, occasion: str = AFTER_RESTART) -> Settled:
+        """Settle one attempt that the database says is running here and nothing watches: record the outcome its
+        exit-status file holds, adopt its process if it still runs, or record it lost. Also what the outcome sweep
+        does with an attempt left unrecorded while the service runs."""
+        attempt = running.attempt
+        key = AttemptKey.of_record(attempt)
+        status_path = attempt_files(self._output_dir, attempt.job_id, attempt.attempt_number).exit_status
+        process = None
+        if self._keeper_in_use and attempt.pid is not None and attempt.process_started_at is not None:
+            process = RunningProcess.adopt(
+                pid=attempt.pid,
+                started_at=attempt.process_started_at,
+                program=PROGRAM_LABEL,
+                status_path=status_path,
+            )
+        # Read the file after the liveness check: a keeper that ended in between has written it by now.
+        process_exit = read_exit_status(status_path, PROGRAM_LABEL) if self._keeper_in_use else None
+        if process_exit is not None:
+            await self._record(attempt, with_limit_described(ending_from_exit(process_exit), running.limits), occasion)
+            return Settled.RECOVERED
+        if process is not None:
+            self._supervisor.adopt(
+                key,
+                process,
+                started_at=attempt.started_at,
+                timeout_seconds=running.timeout_seconds,
+                cancel_requested=running.cancel_requested,
+                limits=running.limits,
+            )
+            return Settled.ADOPTED
+        ended = not self._keeper_in_use and is_same_process(attempt.pid, attempt.process_started_at)
+        if ended:
+            self._end_leftover(attempt)
+        await self._record(attempt, lost_ending(self._lost_reason(attempt)), occasion)
+        return Settled.ENDED_AND_LOST if ended else Settled.LOST
 
     def _lost_reason(self, attempt: AttemptRecord) -> str:
         if attempt.pid is None:
@@ -135,17 +160,19 @@ class Reconciler:
             return "the service restarted; without an exit keeper the process's exit status cannot be known"
         return "the process and its exit keeper are gone and no exit status was written"
 
-    async def _record(self, attempt: AttemptRecord, ending: AttemptEnding) -> None:
+    async def _record(self, attempt: AttemptRecord, ending: AttemptEnding, occasion: str) -> None:
         ending = await asyncio.to_thread(
             with_output_tails, ending, self._output_dir, AttemptKey.of_record(attempt), self._output_tail_bytes
         )
         recorded = await self._attempts.record_outcome(
             attempt_id=attempt.id, ending=ending, retry_policy=self._retry_policy
         )
+        remove_after_recording(attempt_files(self._output_dir, attempt.job_id, attempt.attempt_number))
         if recorded is not None:
             logger.info(
-                "%s recorded after restart: %s; job is now %s",
+                "%s recorded %s: %s; job is now %s",
                 AttemptKey.of_record(attempt),
+                occasion,
                 ending.outcome.value,
                 recorded.job_status.value if recorded.job_status else "unchanged",
             )

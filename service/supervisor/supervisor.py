@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -14,25 +15,31 @@ from pathlib import Path
 from typing import TypeVar
 
 from service.db.attempt_store import AttemptStore
-from service.db.errors import DatabaseUnavailableError
+from service.db.errors import DatabaseUnavailableError, describe
 from service.domain.identifiers import format_job_id
+from service.domain.limits import NO_LIMITS, JobLimits
 from service.domain.paths import attempt_files
 from service.domain.records import AttemptEnding, ClaimedAttempt, RecordedOutcome
 from service.domain.shutdown import ShutdownMode
-from service.domain.status import AttemptOutcome, JobStatus
+from service.domain.status import AttemptOutcome
 from service.runner.environment import child_environment
 from service.runner.launcher import ExitUnknownError, ProcessLauncher, ProcessSpec, RunningProcess, SpawnError
 from service.runner.program import command_prefix
 from service.supervisor.config import SupervisorConfig
-from service.supervisor.endings import AttemptKey, ending_from_exit, lost_ending, with_output_tails
+from service.supervisor.endings import (
+    AttemptKey,
+    ending_from_exit,
+    lost_ending,
+    with_limit_described,
+)
+from service.supervisor.observer import UNKNOWN_PROGRAM, NoObserver, SupervisorObserver
+from service.supervisor.recorder import OutcomeRecorder
 from service.supervisor.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-RECORD_RETRY_FIRST_DELAY_SECONDS = 0.1
-RECORD_RETRY_MAX_DELAY_SECONDS = 5.0
 KILL_WAIT_SECONDS = 5.0
 # While a cancelled or timed-out attempt's group still has processes after its leader ended, look this often.
 GROUP_POLL_SECONDS = 0.1
@@ -47,25 +54,35 @@ class _Watched:
 
     key: AttemptKey
     process: RunningProcess
+    program_name: str = UNKNOWN_PROGRAM
     stop_reason: AttemptOutcome | None = None
     """CANCELLED or TIMED_OUT once the service has decided to end it; the outcome it will be recorded with."""
     stop_detail: str | None = None
     stop_started: float | None = None
     """Event-loop time of the SIGTERM."""
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    limits: JobLimits = NO_LIMITS
+    """What its program runs under: an ending that hit one of them says so."""
 
 
 class Supervisor:
     """Runs the claim loop. `run_once()` is one claim-and-launch round, callable directly from tests."""
 
-    def __init__(self, attempts: AttemptStore, config: SupervisorConfig, launcher: ProcessLauncher) -> None:
+    def __init__(
+        self,
+        attempts: AttemptStore,
+        config: SupervisorConfig,
+        launcher: ProcessLauncher,
+        observer: SupervisorObserver | None = None,
+    ) -> None:
         self._attempts = attempts
+        self._observer = observer or NoObserver()
         self._config = config
         self._launcher = launcher
         self._wakeup = asyncio.Event()
         self._running: dict[int, _Watched] = {}
         self._watchers = TaskSet("attempt-watcher")
-        self._recordings = TaskSet("outcome-writer")
+        self._recorder = OutcomeRecorder(attempts, config, self._observer, self._after_recording)
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         # Looking for cancel requests costs a query: made when one is announced, and at least every poll interval
@@ -81,6 +98,15 @@ class Supervisor:
     def running_count(self) -> int:
         """Attempts whose process this node is watching (started here or adopted)."""
         return len(self._watchers)
+
+    @property
+    def claim_loop_running(self) -> bool:
+        """Whether the claim loop is alive (it keeps running through database outages)."""
+        return self._loop_task is not None and not self._loop_task.done()
+
+    def is_tracking(self, attempt_id: int) -> bool:
+        """Whether this supervisor watches the attempt's process, or is writing its outcome."""
+        return attempt_id in self._running or self._recorder.is_pending(attempt_id)
 
     @property
     def free_slots(self) -> int:
@@ -132,9 +158,9 @@ class Supervisor:
         for watched in self._running.values():
             watched.process.abandon()  # a keeper not yet given its go-ahead exits without running anything
         self._running.clear()
-        if not await self._recordings.wait(FINISH_WRITES_SECONDS):
+        if not await self._recorder.wait(FINISH_WRITES_SECONDS):
             logger.error("some outcomes could not be written in time; the next start reads them from their files")
-            await self._recordings.cancel_all()
+            await self._recorder.cancel_all()
         logger.info("supervisor stopped")
 
     def _signal_all(self, send: Callable[[RunningProcess], None]) -> None:
@@ -147,7 +173,7 @@ class Supervisor:
         deadline = loop.time() + timeout
         if not await self._watchers.wait(timeout):
             return False
-        return await self._recordings.wait(max(0.0, deadline - loop.time()))
+        return await self._recorder.wait(max(0.0, deadline - loop.time()))
 
     async def _claim_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -157,7 +183,16 @@ class Supervisor:
                 if self._cancel_check_due or loop.time() >= self._next_cancel_poll:
                     await self._apply_announced_cancels(loop)
                 started = await self.run_once()
-            except DatabaseUnavailableError:
+            except DatabaseUnavailableError as error:
+                self._observer.database_error()
+                logger.warning(
+                    "claim round failed (database unavailable: %s); trying again in %.1f s",
+                    describe(error),
+                    self._config.poll_interval_seconds,
+                )
+                started = 0
+            except Exception:
+                # Not a hiccup, but the loop must outlive it all the same: a stopped claim loop starts no job ever.
                 logger.exception("claim round failed; trying again in %.1f s", self._config.poll_interval_seconds)
                 started = 0
             if started and self.free_slots:
@@ -169,7 +204,9 @@ class Supervisor:
         """Claim due jobs up to the free slots and start their processes; returns how many were claimed."""
         if self._stopping:
             return 0
+        asked_at = time.perf_counter()
         claimed = await self._attempts.claim_due_jobs(node_id=self._config.node_id, limit=self.free_slots)
+        self._observer.claim_round(time.perf_counter() - asked_at, len(claimed))
         for attempt in claimed:
             self._launch(attempt)
         return len(claimed)
@@ -206,6 +243,7 @@ class Supervisor:
         started_at: datetime | None = None,
         timeout_seconds: float | None = None,
         cancel_requested: bool = False,
+        limits: JobLimits = NO_LIMITS,
     ) -> None:
         """Watch a process that a previous life of the service started (the reconciler found it alive).
 
@@ -213,7 +251,7 @@ class Supervisor:
         counts. A cancel asked for meanwhile is carried out at once.
         """
         logger.info("%s adopted: pid %d still running", key, process.pid)
-        watched = _Watched(key, process)
+        watched = _Watched(key, process, limits=limits)
         self._running[key.attempt_id] = watched
         self._watchers.spawn(self._watch(watched, started_at, timeout_seconds), name=str(key))
         if cancel_requested:
@@ -228,11 +266,11 @@ class Supervisor:
             ending = AttemptEnding(
                 outcome=AttemptOutcome.SPAWN_FAILED, finished_at=datetime.now(UTC), duration_ms=0, error=str(error)
             )
-            self._recordings.spawn(self._record_durably(key, ending), name=str(key))
+            self._recorder.record(key, ending, claimed.program_name)
             return
-        watched = _Watched(key, process)
+        watched = _Watched(key, process, claimed.program_name, limits=claimed.limits)
         self._running[key.attempt_id] = watched
-        self._watchers.spawn(self._release_and_watch(watched, claimed.timeout_seconds), name=str(key))
+        self._watchers.spawn(self._release_and_watch(watched, claimed.timeout_seconds, claimed.due_at), name=str(key))
 
     def _process_spec(self, attempt: ClaimedAttempt) -> ProcessSpec:
         files = attempt_files(self._config.output_dir, attempt.job_id, attempt.attempt_number)
@@ -253,12 +291,15 @@ class Supervisor:
             status_path=files.exit_status,
             output_limit_bytes=self._config.output_limit_bytes,
             output_tail_bytes=self._config.output_tail_bytes,
+            limits=attempt.limits,
         )
 
-    async def _release_and_watch(self, watched: _Watched, timeout_seconds: float | None) -> None:
+    async def _release_and_watch(
+        self, watched: _Watched, timeout_seconds: float | None, due_at: datetime | None = None
+    ) -> None:
         key, process = watched.key, watched.process
         # The program may only run once its pid is committed: a crash before that leaves nothing unrecorded.
-        await self._with_retries(
+        await self._recorder.with_retries(
             "record the process of",
             key,
             lambda: self._attempts.record_process_started(
@@ -272,6 +313,8 @@ class Supervisor:
         # The program starts now; its timeout runs from here (an adopted one's, from the recorded start).
         released_at = datetime.now(UTC)
         logger.info("%s started: pid %d", key, process.pid)
+        waited = None if due_at is None else (released_at - due_at).total_seconds()
+        self._observer.attempt_started(watched.program_name, waited)
         await self._watch(watched, released_at, timeout_seconds)
 
     async def _watch(self, watched: _Watched, started_at: datetime | None, timeout_seconds: float | None) -> None:
@@ -290,7 +333,7 @@ class Supervisor:
             )
         try:
             try:
-                ending = ending_from_exit(await process.wait())
+                ending = with_limit_described(ending_from_exit(await process.wait()), watched.limits)
             except ExitUnknownError as error:
                 ending = lost_ending(str(error))
             if watched.stop_reason is not None:
@@ -301,7 +344,7 @@ class Supervisor:
             self._running.pop(key.attempt_id, None)
         ending = _as_stopped(watched, ending)
         # Written by a task of its own, so that a shutdown that stops watching never interrupts a write.
-        self._recordings.spawn(self._record_durably(key, ending), name=str(key))
+        self._recorder.record(key, ending, watched.program_name)
 
     def _begin_stop(self, watched: _Watched, reason: AttemptOutcome, detail: str) -> bool:
         """SIGTERM the attempt's group now and SIGKILL what is left of it after the grace period. False if the
@@ -333,60 +376,10 @@ class Supervisor:
         while loop.time() < give_up and await asyncio.to_thread(watched.process.group_is_alive):  # noqa: ASYNC110
             await asyncio.sleep(GROUP_POLL_SECONDS)
 
-    async def _record_durably(self, key: AttemptKey, ending: AttemptEnding) -> None:
-        """Record the ending, retrying through database hiccups: an outcome observed is an outcome recorded."""
-        if ending.stdout_bytes == 0 and ending.stderr_bytes == 0:
-            ending = replace(ending, stdout_tail="", stderr_tail="")  # the keeper counted no output: nothing to read
-        else:
-            ending = await asyncio.to_thread(
-                with_output_tails, ending, self._config.output_dir, key, self._config.output_tail_bytes
-            )
-        recorded = await self._with_retries(
-            "record the outcome of",
-            key,
-            lambda: self._attempts.record_outcome(
-                attempt_id=key.attempt_id, ending=ending, retry_policy=self._config.retry_policy
-            ),
-        )
-        self._log_outcome(key, ending, recorded)
+    def _after_recording(self, recorded: RecordedOutcome | None) -> None:
         if recorded is not None and recorded.retry_in_seconds is not None:
             asyncio.get_running_loop().call_later(recorded.retry_in_seconds, self.wake)
         self.wake()  # a slot is free
-
-    async def _with_retries(self, what: str, key: AttemptKey, operation: Callable[[], Awaitable[T]]) -> T:
-        delay = RECORD_RETRY_FIRST_DELAY_SECONDS
-        while True:
-            try:
-                return await operation()
-            except DatabaseUnavailableError as error:
-                logger.warning("could not %s %s (%s); retrying in %.1f s", what, key, error.__class__.__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECORD_RETRY_MAX_DELAY_SECONDS)
-
-    def _log_outcome(self, key: AttemptKey, ending: AttemptEnding, recorded: RecordedOutcome | None) -> None:
-        """One line per attempt's end, with what became of its job: each log line costs the event loop, and the
-        database holds the full history."""
-        if recorded is None:
-            logger.warning(
-                "%s ended (%s) but was no longer running in the database; nothing written", key, ending.outcome.value
-            )
-            return
-        if recorded.job_status is JobStatus.RETRIED:
-            job_fate = f"retry scheduled in {recorded.retry_in_seconds or 0.0:.1f} s (attempt {key.attempt_number + 1})"
-        elif recorded.job_status is not None and recorded.job_status.is_final:
-            job_fate = f"job finished: {recorded.job_status.value}"
-        else:
-            job_fate = "job already left its attempt behind"  # cancelled meanwhile, say
-        logger.info(
-            "%s ended: %s, exit code %s, signal %s, %s ms%s; %s",
-            key,
-            ending.outcome.value,
-            ending.exit_code,
-            ending.signal,
-            ending.duration_ms,
-            f" ({ending.error})" if ending.error else "",
-            job_fate,
-        )
 
 
 def _as_stopped(watched: _Watched, ending: AttemptEnding) -> AttemptEnding:

@@ -312,7 +312,9 @@ async def test_an_attempt_over_its_timeout_is_ended_as_timed_out_and_retried(
 
 
 async def test_an_adopted_attempt_keeps_the_timeout_it_started_with(node: Node, stores: Stores, tmp_path: Path) -> None:
-    timeout = 1.5
+    # The service stays down for most of the timeout: a timeout counted from the adoption would end the attempt
+    # at about downtime + timeout, well past the bound below.
+    timeout, downtime = 4.0, 3.0
     job = await submit(
         stores, write_script(tmp_path, "sleeps.sh", "exec sleep 30\n"), timeout_seconds=timeout, max_attempts=1
     )
@@ -322,6 +324,8 @@ async def test_an_adopted_attempt_keeps_the_timeout_it_started_with(node: Node, 
     assert attempt.pid is not None
     node.groups.add(attempt.pid)
     await first_life.stop()
+    down_until = attempt.started_at + timedelta(seconds=downtime)
+    await asyncio.sleep(max(0.0, (down_until - datetime.now(UTC)).total_seconds()))
 
     second_life = node.supervisor()
     await Reconciler(
@@ -338,7 +342,7 @@ async def test_an_adopted_attempt_keeps_the_timeout_it_started_with(node: Node, 
     assert recorded.outcome is AttemptOutcome.TIMED_OUT
     assert recorded.finished_at is not None
     # Timed from the attempt's own start, not from the adoption.
-    assert timeout <= (recorded.finished_at - recorded.started_at).total_seconds() < timeout + 5
+    assert timeout <= (recorded.finished_at - recorded.started_at).total_seconds() < timeout + downtime / 2
 
 
 # --- retry backoff ----------------------------------------------------------------------------------------------

@@ -102,19 +102,23 @@ def processes(tmp_path: Path, launcher: ProcessLauncher) -> Iterator[ProcessTrac
     tracker.cleanup()
 
 
+RUNS_FOR_MS = 300
+
+
 async def wait_for_exit(process: RunningProcess) -> ProcessExit:
     return await asyncio.wait_for(process.wait(), WAIT_SECONDS)
 
 
 @pytest.mark.parametrize("code", [0, 7])
 async def test_exit_code_is_reported(processes: ProcessTracker, tmp_path: Path, code: int) -> None:
-    script = write_script(tmp_path, "exits.sh", f"exit {code}\n")
+    script = write_script(tmp_path, "exits.sh", f"sleep {RUNS_FOR_MS / 1000}\nexit {code}\n")
 
     process_exit = await wait_for_exit(processes.start(processes.spec([str(script)])))
 
     assert process_exit.exit_code == code
     assert process_exit.signal is None
-    assert process_exit.duration_ms >= 0
+    # The program's own run, measured by whoever watched it: at least its sleep, and not the whole wait.
+    assert RUNS_FOR_MS <= process_exit.duration_ms < WAIT_SECONDS * 1000
 
 
 @pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])

@@ -51,7 +51,9 @@ def config(tmp_path: Path, **overrides: Any) -> SupervisorConfig:
 
 
 @pytest.fixture
-async def make_supervisor(stores: Stores, tmp_path: Path, launcher: ProcessLauncher) -> AsyncIterator[MakeSupervisor]:
+async def make_supervisor(
+    stores: Stores, engine: AsyncEngine, tmp_path: Path, launcher: ProcessLauncher
+) -> AsyncIterator[MakeSupervisor]:
     """Supervisors over the test's database; each is stopped (its processes ended) when the test ends."""
     created: list[Supervisor] = []
 
@@ -63,7 +65,12 @@ async def make_supervisor(stores: Stores, tmp_path: Path, launcher: ProcessLaunc
     yield _make
     for supervisor in created:
         await supervisor.stop()
-        assert supervisor.running_count == 0
+    # Stopped in kill mode, a supervisor ends every process it started and records how each ended.
+    async with engine.connect() as connection:
+        still_running = await connection.execute(
+            text("SELECT count(*) FROM attempts WHERE node_id = :node AND outcome = 'running'"), {"node": NODE_ID}
+        )
+        assert still_running.scalar_one() == 0
 
 
 async def submit(
@@ -148,6 +155,11 @@ async def test_failing_job_is_retried_once_then_crashes(
         (2, AttemptOutcome.FAILED, 3),
     ]
     assert all(a.pid is not None and a.finished_at is not None for a in attempts)
+    # The job started when its first attempt did; a retry does not move it.
+    first, second = attempts
+    assert finished.started_at is not None
+    assert first.finished_at is not None
+    assert finished.started_at <= first.started_at < first.finished_at <= second.started_at
 
 
 async def test_job_failing_first_and_succeeding_on_retry_completes(
