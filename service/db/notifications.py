@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Mapping
 
 import asyncpg
@@ -47,8 +48,11 @@ class NotificationConnection:
         try:
             connection = await asyncio.shield(connecting)
         except asyncio.CancelledError:
-            # Let the connect finish on its own and close what it opens, rather than abandon it half-open.
+            # Wait for the connect (it is bounded by its timeout) and close what it opened: one abandoned half-open
+            # would outlive the event loop, and be collected later, unclosed.
             connecting.add_done_callback(_terminate_if_connected)
+            with contextlib.suppress(BaseException):
+                await connecting
             raise
 
         def _notified(_connection: object, _pid: int, channel: str, _payload: str) -> None:
