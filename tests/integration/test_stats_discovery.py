@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.stats.compute import compute_stats
-from service.stats.discovery_sql import ARGUMENT_POSITIONS, VALUE_MAX_CHARACTERS
+from service.stats.discovery_sql import ARGUMENT_POSITIONS, REBUILD_MIN_VALUE_ATTEMPTS, VALUE_MAX_CHARACTERS
 from service.stats.filters import StatsFilters
 from service.stats.findings import Finding, FindingKind
 from service.stats.overlap import count_overlaps
@@ -209,7 +209,7 @@ def _duration_bucket(milliseconds: int) -> str:
 
 
 def recount(attempts: list[Attempt]) -> Counter[tuple[str, str, object, int, int]]:
-    """(scope, dimension, value) -> [total, successes], counted in Python from the rows as they were written."""
+    """(scope, dimension, value, total, successes), counted in Python from the rows as they were written."""
     cells: dict[tuple[str, str, object], list[int]] = defaultdict(lambda: [0, 0])
     for a in attempts:
         values: dict[str, object] = {
@@ -238,7 +238,8 @@ def recount(attempts: list[Attempt]) -> Counter[tuple[str, str, object, int, int
                 cell = cells[(scope, dimension, json.dumps(value))]
                 cell[0] += 1
                 cell[1] += a.succeeded
-    return Counter((scope, d, v, t, s) for (scope, d, v), (t, s) in cells.items())
+    # A rebuild (what builds the rollup here) keeps only the values at least REBUILD_MIN_VALUE_ATTEMPTS attempts have.
+    return Counter((scope, d, v, t, s) for (scope, d, v), (t, s) in cells.items() if t >= REBUILD_MIN_VALUE_ATTEMPTS)
 
 
 async def test_the_sql_counts_equal_a_python_recount(engine: AsyncEngine) -> None:

@@ -7,8 +7,8 @@ family, the node, the hour, ...), the finished attempts and successes per value,
 `stats_rollup_hours` holds the same per hour started, per program and per name family, for "the last 24 h against
 before". Both are filled by the same statement that folds the queues into `stats_rollup`.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006_nodes
 Create Date: 2026-12-04
 """
 
@@ -19,8 +19,8 @@ from types import ModuleType
 
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
+revision: str = "0007"
+down_revision: str | None = "0006_nodes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
