@@ -248,6 +248,40 @@ class StatsFiltersRead(msgspec.Struct, rename="camel"):
     name_prefix: str | None
 
 
+class FindingRead(msgspec.Struct, rename="camel"):
+    """A group of finished attempts against the others: a pattern's fields first, then what ranks and explains it."""
+
+    pattern: str
+    match_count: int
+    success_rate: float
+    difference_from_average: str
+    id: str
+    success_count: int
+    success_rate_others: float | None
+    confidence_interval: IntervalRead | None
+    p_value: float | None
+    test: str | None
+    adjusted_p_value: float | None
+    """Benjamini-Hochberg over every pattern, value and recent window tested in this answer."""
+    significant: bool
+    """`adjustedPValue` <= 0.05 and not `explainedBy` another finding."""
+    kind: str
+    """pattern, value (one value of `dimension`) or change (the recent window against the time before)."""
+    dimension: str | None
+    value: str | int | None
+    others_count: int
+    difference_points: float
+    """successRate - successRateOthers, in percentage points."""
+    difference_interval: IntervalRead | None
+    """Newcombe's 95 % interval of that difference, in points; the end nearest zero ranks the findings."""
+    same_attempts: list[str]
+    """Other findings selecting the same attempts (or exactly the others), merged into this one."""
+    explained_by: str | None
+    """The stronger finding within whose strata this one's effect vanishes."""
+    stratified_p_value: float | None
+    """Cochran-Mantel-Haenszel p-value within a stronger finding's strata (the largest, or the one that explains)."""
+
+
 class StatsRead(msgspec.Struct, rename="camel"):
     total_jobs: int
     total_attempts: int
@@ -268,6 +302,23 @@ class StatsRead(msgspec.Struct, rename="camel"):
     filters: StatsFiltersRead
     computed_from: str
     """rollup (kept up to date as attempts finish) or scan (a window or a name prefix was asked for)."""
+    findings: list[FindingRead] = msgspec.field(default_factory=list)
+    """Patterns, values and recent windows that go with success or failure, merged and strongest first."""
+    summary: list[str] = msgspec.field(default_factory=list)
+    """The significant findings as sentences, in order: what to read first."""
+    hypotheses_tested: int = 0
+    """Every pattern, value and recent window tested (the Benjamini-Hochberg family)."""
+    recent_since: datetime | None = None
+    """Where the recent window of the change findings starts."""
+    overlap_attempts: int = 0
+    overlap_sampled: bool = False
+    """The overlaps of findings were counted over a sample of `overlapAttempts` attempts, not all of them."""
+    overlap_based_on_attempts: int = 0
+    """Finished attempts there were when the overlaps were counted (a sample is reused until they grow by 1 %)."""
+    value_attempts: int = 0
+    """Finished attempts the value findings were counted over: all of them, or a sample of a large window's."""
+    value_sampled: bool = False
+    """The value findings of this scan come from a sample of `valueAttempts` of the window's attempts."""
 
 
 class HealthRead(msgspec.Struct, rename="camel"):

@@ -124,3 +124,17 @@ def parse_filters(
         if _CONTROL_CHARACTERS.search(name_prefix):
             raise FilterError("namePrefix", "must not contain control characters (job names have none)")
     return StatsFilters(since=since_at, until=until_at, program=program, name_prefix=name_prefix)
+
+
+MAX_RECENT = timedelta(days=365)
+
+
+def parse_recent(value: str) -> timedelta:
+    """The `recent` window of the change findings: a duration such as `24h`, `90min`, `7d`."""
+    relative = _RELATIVE.match(value.strip())
+    if not relative:
+        raise FilterError("recent", f"{value!r} is not a duration (30m, 24h, 7d, 2w)")
+    seconds = float(relative.group("amount")) * _UNIT_SECONDS[relative.group("unit")]
+    if not 0 < seconds <= MAX_RECENT.total_seconds():
+        raise FilterError("recent", f"{value!r} must be more than 0 and at most {MAX_RECENT.days} days")
+    return timedelta(seconds=seconds)

@@ -10,8 +10,10 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from service.stats import discovery_sql
 from service.stats.filters import StatsFilters
 from service.stats.patterns import Pattern
 
@@ -66,6 +68,9 @@ def counts_sql(
     leading_ctes: str = "",
     insert_into: str = "",
     on_conflict: str = "",
+    discovery_ctes: str = "",
+    discovery_rows: str = "",
+    discovery_columns: str = "",
 ) -> str:
     """One statement producing count rows from the attempt_facts rows (`facts_from`) that satisfy `facts_where`.
 
@@ -73,6 +78,8 @@ def counts_sql(
     patterns are FILTER aggregates of one pass over the facts; each breakdown is a GROUP BY over the same
     (materialized) facts.
     `leading_ctes` (ending with a comma), `insert_into` and `on_conflict` turn the SELECT into a fold or a rebuild.
+    `discovery_columns` (leading comma), `discovery_ctes` (ending with a comma) and `discovery_rows` add the value
+    counts of the findings (service/stats/discovery_sql.py) to the same pass.
     """
     flags = "".join(f",\n coalesce(({p.condition}), false) AS matches_{p.id}" for p in patterns)
     per_pattern = "".join(
@@ -98,10 +105,11 @@ def counts_sql(
     return f"""
         WITH {leading_ctes}
         facts AS MATERIALIZED (
-            SELECT {", ".join(_FACT_COLUMNS)}{flags}
+            SELECT {", ".join(_FACT_COLUMNS)}{flags}{discovery_columns}
             FROM {facts_from}
             WHERE {facts_where}
-        ), pattern_counts AS (
+        ), {discovery_ctes}
+        pattern_counts AS (
             SELECT program{per_pattern}
             FROM facts GROUP BY program
         ), job_counts AS (
@@ -112,6 +120,7 @@ def counts_sql(
         UNION ALL
         SELECT program, '{JOBS}', jsonb_build_object('status', status, 'retried', retried), sum(jobs)::bigint, 0
         FROM job_counts GROUP BY program, status, retried
+        {discovery_rows}
         {on_conflict}
     """
 
@@ -147,6 +156,8 @@ def fold_sql(patterns: Sequence[Pattern]) -> str:
         jobs_source="SELECT program, status, retried, jobs FROM consumed_jobs",
         insert_into=_ROLLUP_COLUMNS,
         on_conflict=_ADD_TO_EXISTING,
+        discovery_ctes=discovery_sql.fold_ctes(),
+        discovery_columns=discovery_sql.fact_columns(),
     )
 
 
@@ -162,18 +173,36 @@ def rebuild_sql(patterns: Sequence[Pattern]) -> str:
         facts_where="true",
         jobs_source=_JOBS_BY_STATUS.format(where="true"),
         insert_into=_ROLLUP_COLUMNS,
+        discovery_ctes=discovery_sql.fold_ctes(rebuild=True),
+        discovery_columns=discovery_sql.fact_columns(),
     )
 
 
-def scan_sql(patterns: Sequence[Pattern], filters: StatsFilters) -> tuple[str, dict[str, object]]:
-    """Count rows for a filtered request straight from attempt_facts and jobs, leaving the rollup alone."""
+def scan_sql(
+    patterns: Sequence[Pattern],
+    filters: StatsFilters,
+    recent_since: datetime,
+    value_sample_attempts: int | None = None,
+) -> tuple[str, dict[str, object]]:
+    """Count rows for a filtered request straight from attempt_facts and jobs, leaving the rollup alone.
+
+    Besides the rollup's rows, rows of dimension `value:<name>` (the most frequent values of each dimension of the
+    findings, over at most about `value_sample_attempts` (default VALUE_SAMPLE_ATTEMPTS) of the window's attempts),
+    `value_sample` (how many that was) and `recent:<kind>` (attempts started from `recent_since` on, per program and
+    per name family).
+    """
     facts_where, parameters = filters.attempt_conditions()
     jobs_where, _ = filters.job_conditions()
     counts = counts_sql(
         patterns,
         facts_where=facts_where,
         jobs_source=_JOBS_BY_STATUS.format(where=jobs_where),
+        discovery_ctes=discovery_sql.scan_ctes(),
+        discovery_rows=discovery_sql.SCAN_ROWS,
+        discovery_columns=discovery_sql.scan_fact_columns(),
     )
+    sample = discovery_sql.VALUE_SAMPLE_ATTEMPTS if value_sample_attempts is None else value_sample_attempts
+    parameters = {**parameters, "recent_since": recent_since, "value_sample_attempts": sample}
     sql = f"""
         SELECT program, dimension, key::text AS key, total, successes
         FROM ({counts}) AS counts (program, dimension, key, total, successes)
@@ -201,6 +230,7 @@ def registry_fingerprint(patterns: Sequence[Pattern]) -> str:
         {
             "patterns": [[p.id, p.condition] for p in patterns],
             "dimensions": [[d.name, d.columns, d.key] for d in DIMENSIONS],
+            "values": discovery_sql.fingerprint_material(),
         }
     )
     return hashlib.sha256(material.encode()).hexdigest()[:16]

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.stats.findings import Discovery
 from service.stats.patterns import Pattern
 from service.stats.query import ALL, JOBS, PATTERN, CountRow
 from service.stats.statistics import Interval, ProportionTest, benjamini_hochberg, compare_proportions, wilson_interval
@@ -133,6 +134,8 @@ class StatsReport:
     what_if: list[WhatIf]
     flaky_names: list[Group]
     computed_from: str = field(default="scan")
+    discovery: Discovery | None = None
+    """The findings over values and recent windows, and the summary (service/stats/compute.py adds them)."""
 
     @property
     def overall_success_rate(self) -> float:

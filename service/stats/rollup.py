@@ -12,10 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.stats.discovery_sql import CLEAR_ROLLUP as CLEAR_VALUE_ROLLUP
 from service.stats.filters import StatsFilters
 from service.stats.patterns import Pattern
 from service.stats.query import CountRow, decode_rows, fold_sql, rebuild_sql, registry_fingerprint, scan_sql
@@ -73,6 +75,8 @@ async def refresh_rollup(
     if rebuild:
         await connection.execute(text(f"SET LOCAL work_mem = '{REBUILD_WORK_MEM}'"))
         await connection.execute(text("DELETE FROM stats_rollup"))
+        for statement in CLEAR_VALUE_ROLLUP:
+            await connection.execute(text(statement))
         await connection.execute(text(rebuild_sql(patterns)))
         await connection.execute(_SAVE_STATE, {"fingerprint": fingerprint})
     elif state.pending or state.jobs_pending:
@@ -86,8 +90,8 @@ async def read_rollup(connection: AsyncConnection, program: str | None) -> list[
 
 
 async def scan_counts(
-    connection: AsyncConnection, patterns: Sequence[Pattern], filters: StatsFilters
+    connection: AsyncConnection, patterns: Sequence[Pattern], filters: StatsFilters, recent_since: datetime
 ) -> list[CountRow]:
-    sql, parameters = scan_sql(patterns, filters)
+    sql, parameters = scan_sql(patterns, filters, recent_since)
     result = await connection.execute(text(sql), parameters)
     return decode_rows(result.all())

@@ -136,3 +136,54 @@ def benjamini_hochberg(p_values: Sequence[float | None]) -> list[float | None]:
         running_minimum = min(running_minimum, p * count / rank)
         adjusted[index] = running_minimum
     return adjusted
+
+
+def newcombe_difference_interval(
+    successes_a: int, trials_a: int, successes_b: int, trials_b: int, z: float = Z_95
+) -> Interval | None:
+    """Newcombe's hybrid score interval for rate a minus rate b (his method 10, built from two Wilson intervals).
+
+    None when a group is empty. It stays inside [-1, 1] and behaves at rates of 0 and 1, unlike the Wald interval.
+    """
+    interval_a, interval_b = wilson_interval(successes_a, trials_a, z), wilson_interval(successes_b, trials_b, z)
+    if interval_a is None or interval_b is None:
+        return None
+    rate_a, rate_b = successes_a / trials_a, successes_b / trials_b
+    difference = rate_a - rate_b
+    below = math.sqrt((rate_a - interval_a.low) ** 2 + (interval_b.high - rate_b) ** 2)
+    above = math.sqrt((interval_a.high - rate_a) ** 2 + (rate_b - interval_b.low) ** 2)
+    return Interval(low=max(-1.0, difference - below), high=min(1.0, difference + above))
+
+
+@dataclass(frozen=True, slots=True)
+class Stratum:
+    """One stratum's 2x2 table: attempts in and out of the group being tested, and the successes of each."""
+
+    in_group: int
+    in_group_successes: int
+    out_group: int
+    out_group_successes: int
+
+
+def mantel_haenszel_p(strata: Sequence[Stratum]) -> float:
+    """Two-sided p-value of the Cochran-Mantel-Haenszel test (with continuity correction): does the group still go
+    with success or failure once compared only with attempts of the same stratum?
+
+    Strata in which the group or its complement is empty, or in which every attempt ended alike, carry no
+    information; with none left the answer is 1.0 (no effect can be seen).
+    """
+    observed_minus_expected = 0.0
+    variance = 0.0
+    for stratum in strata:
+        total = stratum.in_group + stratum.out_group
+        successes = stratum.in_group_successes + stratum.out_group_successes
+        failures = total - successes
+        if total < 2 or not stratum.in_group or not stratum.out_group or not successes or not failures:
+            continue
+        observed_minus_expected += stratum.in_group_successes - stratum.in_group * successes / total
+        variance += stratum.in_group * stratum.out_group * successes * failures / (total * total * (total - 1))
+    if variance <= 0:
+        return 1.0
+    statistic = max(0.0, abs(observed_minus_expected) - 0.5) ** 2 / variance
+    # The chi-square distribution with one degree of freedom: P(X >= s) = P(|Z| >= sqrt(s)).
+    return normal_two_sided_p(math.sqrt(statistic))

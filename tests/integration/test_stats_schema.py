@@ -29,6 +29,7 @@ ATTEMPT_FACTS_COLUMNS = [
     "hour_of_day",
     "day_of_week",
     "duration_bucket",
+    "arguments",
 ]
 JOB_OVERVIEW_COLUMNS = [
     "job_id",

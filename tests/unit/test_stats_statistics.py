@@ -8,9 +8,12 @@ import pytest
 
 from service.stats.statistics import (
     ComparisonMethod,
+    Stratum,
     benjamini_hochberg,
     compare_proportions,
     fisher_exact_two_sided,
+    mantel_haenszel_p,
+    newcombe_difference_interval,
     normal_two_sided_p,
     two_proportion_z,
     wilson_interval,
@@ -130,3 +133,31 @@ def test_normal_two_sided_p_known_points() -> None:
     assert normal_two_sided_p(0.0) == 1.0
     assert normal_two_sided_p(-2.5758293035489) == pytest.approx(0.01, abs=1e-12)
     assert math.isclose(normal_two_sided_p(40.0), 0.0, abs_tol=1e-300)
+
+
+def test_newcombe_interval_matches_the_published_example() -> None:
+    # Newcombe (1998), example (a): 56/70 against 48/80, method 10 gives 0.0524 to 0.3339.
+    interval = newcombe_difference_interval(56, 70, 48, 80)
+    assert interval is not None
+    assert interval.low == pytest.approx(0.0524, abs=1e-4)
+    assert interval.high == pytest.approx(0.3339, abs=1e-4)
+
+
+def test_newcombe_interval_is_none_without_a_group() -> None:
+    assert newcombe_difference_interval(0, 0, 3, 5) is None
+
+
+def test_mantel_haenszel_sees_no_effect_that_is_the_same_in_both_groups() -> None:
+    # In each stratum the group succeeds exactly as often as the rest: nothing left to explain.
+    balanced = [Stratum(10, 5, 30, 15), Stratum(20, 18, 20, 18)]
+    assert mantel_haenszel_p(balanced) == pytest.approx(1.0)
+    # A stratum without the group, or where every attempt ended alike, carries no information.
+    assert mantel_haenszel_p([Stratum(0, 0, 50, 20), Stratum(10, 10, 10, 10)]) == 1.0
+
+
+def test_mantel_haenszel_of_one_stratum_is_the_hand_computed_statistic() -> None:
+    # 40 in the group with 10 successes, 60 others with 45: E = 40 * 55 / 100 = 22, V = 40*60*55*45 / (100^2 * 99).
+    variance = 40 * 60 * 55 * 45 / (100 * 100 * 99)
+    statistic = (abs(10 - 22) - 0.5) ** 2 / variance
+    expected = math.erfc(math.sqrt(statistic) / math.sqrt(2))
+    assert mantel_haenszel_p([Stratum(40, 10, 60, 45)]) == pytest.approx(expected, rel=1e-12)
