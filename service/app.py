@@ -19,14 +19,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.api.attempts import AttemptController
 from service.api.auth import BearerTokenMiddleware, TokenRegistry
+from service.api.back_pressure import QueueGauge
 from service.api.dependencies import JobDefaults, OutputAccess, from_state
 from service.api.docs import DocsAssetController, openapi_config
 from service.api.errors import handle_database_unavailable, handle_http_exception, handle_unexpected_exception
 from service.api.health import HealthController, ReadyController
 from service.api.jobs import JobController
 from service.api.metrics import MetricsController, ServiceMetrics
+from service.api.openapi import refine_openapi
 from service.api.request_ids import request_ids
 from service.api.stats import StatsController
+from service.api.validation import (
+    MAX_REQUEST_BODY_BYTES,
+    QUERY_PARAMETERS_STATE_KEY,
+    known_query_parameters,
+    reject_oversized_headers,
+    reject_unknown_query_parameters,
+)
 from service.db.attempt_store import AttemptStore
 from service.db.connections import Database
 from service.db.engine import Timeouts, create_engine, redacted_url
@@ -152,7 +161,7 @@ def create_app(settings: Settings) -> Litestar:
             await engine.dispose()
             node_lock.release()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             JobController,
             AttemptController,
@@ -173,6 +182,7 @@ def create_app(settings: Settings) -> Litestar:
                 "engine",
                 "stats_engine",
                 "metrics",
+                "queue_gauge",
             )
         },
         exception_handlers={
@@ -181,6 +191,8 @@ def create_app(settings: Settings) -> Litestar:
             DatabaseUnavailableError: handle_database_unavailable,
             SQLAlchemyError: handle_database_unavailable,
         },
+        guards=[reject_oversized_headers, reject_unknown_query_parameters],
+        request_max_body_size=MAX_REQUEST_BODY_BYTES,
         lifespan=[functools.partial(_reload_tokens_on_sighup, tokens), lifespan],
         # The request id first, so that a refused request too is answered with its id.
         middleware=[request_ids, BearerTokenMiddleware(tokens), metrics.submission_counter],
@@ -189,6 +201,14 @@ def create_app(settings: Settings) -> Litestar:
         logging_config=None,  # the entry point configures logging once, for the whole process
         openapi_config=openapi_config(),
     )
+    return _with_request_checks(app)
+
+
+def _with_request_checks(app: Litestar) -> Litestar:
+    """What needs the routes registered: each route's query parameters, and the OpenAPI document amended."""
+    app.state[QUERY_PARAMETERS_STATE_KEY] = known_query_parameters(app.routes)
+    refine_openapi(app)
+    return app
 
 
 def _share_with_controllers(
@@ -205,7 +225,10 @@ def _share_with_controllers(
     """What the controllers are handed, by name (see api/dependencies.py `from_state`)."""
     state.engine = engine
     state.stats_engine = stats_engine
-    state.job_store = JobStore(database)
+    state.job_store = job_store = JobStore(database)
+    state.queue_gauge = QueueGauge(
+        lambda up_to: job_store.count_queued_jobs(up_to=up_to), limit=settings.max_queued_jobs
+    )
     state.supervisor = supervisor
     state.metrics = metrics
     state.job_defaults = JobDefaults(

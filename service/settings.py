@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from service.db.engine import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_STATEMENT_TIMEOUT_SECONDS
 from service.domain.limits import (
     MAX_CPU_LIMIT_SECONDS,
+    MAX_MEMORY_LIMIT_BYTES,
     MAX_OPEN_FILES_LIMIT,
     MAX_TIMEOUT_SECONDS,
     MIN_MEMORY_LIMIT_BYTES,
@@ -205,6 +206,7 @@ class Settings(BaseSettings):
     job_memory_limit_bytes: int | None = Field(
         default=None,
         ge=MIN_MEMORY_LIMIT_BYTES,
+        le=MAX_MEMORY_LIMIT_BYTES,
         description=(
             "The most memory a job's program may allocate (RLIMIT_DATA: heap and private writable mappings, not"
             " mapped files), at least 1 MiB; an allocation past it fails. A job may ask for less"
@@ -309,6 +311,14 @@ class Settings(BaseSettings):
         description=(
             "Extra environment variable names a job may inherit, as a JSON list:"
             ' `JOB_ENV_PASSTHROUGH=\'["HTTP_PROXY", "HTTPS_PROXY"]\'`.'
+        ),
+    )
+    max_queued_jobs: int = Field(
+        default=100_000,
+        ge=0,
+        le=1_000_000_000,
+        description=(
+            "Queued jobs (no attempt started yet) the database may hold; past it POST /jobs answers 429. 0: no limit."
         ),
     )
     database_connect_timeout_seconds: float = Field(

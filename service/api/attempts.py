@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from litestar import Controller, MediaType, Response, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, HeaderParameter, QueryParameter
+from litestar.params import FromPath, HeaderParameter, PathParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
 from service.api.dependencies import OutputAccess
@@ -36,6 +36,10 @@ FOLLOW_CHUNK_BYTES = 64 * 1024
 # A whole read goes out this much at a time: however big the file, a reader holds about one chunk.
 OUTPUT_CHUNK_BYTES = 256 * 1024
 OUTPUT_SOURCE_HEADER = "Output-Source"
+MAX_ATTEMPT_NUMBER = 32767
+"""attempts.attempt_number is a smallint."""
+# An event id is a byte offset in the output file: digits only, and within a 64-bit file offset.
+EVENT_ID_PATTERN = r"^[0-9]{1,18}$"
 TEXT_PLAIN = MediaType.TEXT
 
 
@@ -159,6 +163,10 @@ class AttemptController(Controller):
                     "`end` event."
                 ),
             ),
+            400: problem_response(
+                f"An attempt number outside 1 to {MAX_ATTEMPT_NUMBER}, an unknown stream, or a Last-Event-ID that "
+                "is not a byte offset."
+            ),
             404: problem_response("No such job, or no such attempt of it."),
             409: problem_response("The attempt runs on another node, which keeps its output."),
         },
@@ -167,7 +175,9 @@ class AttemptController(Controller):
         self,
         *,
         job_id: FromPath[str],
-        attempt: FromPath[int],
+        attempt: Annotated[
+            int, PathParameter(ge=1, le=MAX_ATTEMPT_NUMBER, description="The attempt's number, 1 for the first.")
+        ],
         job_store: NamedDependency[JobStore],
         output_access: NamedDependency[OutputAccess],
         stream: Annotated[
@@ -184,7 +194,11 @@ class AttemptController(Controller):
         ] = False,
         last_event_id: Annotated[
             str | None,
-            HeaderParameter(name="Last-Event-ID", description="Resume a followed stream after this event id."),
+            HeaderParameter(
+                name="Last-Event-ID",
+                pattern=EVENT_ID_PATTERN,
+                description="Resume a followed stream after this event id (a byte offset, as the events give it).",
+            ),
         ] = None,
     ) -> Response[Any]:
         """The output as text/plain (at most OUTPUT_LIMIT_BYTES plus the kept tail and the truncation markers).
@@ -195,7 +209,7 @@ class AttemptController(Controller):
         record = await _attempt_or_404(job_store, job_id, attempt)
         output = _locate(record, stream, output_access)
         if follow:
-            start = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+            start = int(last_event_id) if last_event_id else 0
             return ServerSentEvent(_follow(job_store, output, stream, start))
         if output.path is None:
             tail = await job_store.attempt_output_tail(record.id, stream)

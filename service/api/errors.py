@@ -12,6 +12,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
+from service.api.messages import sentence
 from service.db.errors import describe, is_transient
 
 logger = logging.getLogger(__name__)
@@ -53,13 +54,24 @@ def problem_response(description: str) -> ResponseSpec:
 class ProblemError(HTTPException):
     """An error the service raises on purpose; it becomes a problem-details response."""
 
-    def __init__(self, *, status_code: int, detail: str, field_errors: list[dict[str, str]] | None = None) -> None:
-        super().__init__(status_code=status_code, detail=detail)
+    def __init__(
+        self,
+        *,
+        status_code: int,
+        detail: str,
+        field_errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status_code=status_code, detail=detail, headers=headers)
         self.field_errors = field_errors or []
 
 
 def _problem(
-    request: Request[Any, Any, Any], status_code: int, detail: str, errors: list[dict[str, str]]
+    request: Request[Any, Any, Any],
+    status_code: int,
+    detail: str,
+    errors: list[dict[str, str]],
+    headers: dict[str, str] | None = None,
 ) -> Response[Any]:
     body: dict[str, Any] = {
         "type": "about:blank",
@@ -70,7 +82,7 @@ def _problem(
     }
     if errors:
         body["errors"] = errors
-    return Response(content=body, status_code=status_code, media_type=PROBLEM_JSON)
+    return Response(content=body, status_code=status_code, media_type=PROBLEM_JSON, headers=headers)
 
 
 def _field_path(key: str) -> str:
@@ -91,7 +103,31 @@ def _source_name(source: object) -> str:
     return str(getattr(source, "value", source))
 
 
-def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
+def _wire_name(request: Request[Any, Any, Any], key: str, source: str) -> str:
+    """Litestar names a parameter by its argument (`last_event_id`); the client knows it by its wire name
+    (`Last-Event-ID`, `createdAfter`)."""
+    if source not in ("query", "header", "path"):
+        return _field_path(key)
+    parameter = request.route_handler.parsed_fn_signature.parameters.get(key)
+    definition = getattr(parameter, "kwarg_definition", None)
+    for alias in (getattr(definition, source, None), getattr(definition, "name", None)):
+        if isinstance(alias, str) and alias:
+            return alias
+    return _camel_case(key) if source == "query" else key
+
+
+def _sent_value(request: Request[Any, Any, Any], field: str, source: str) -> object:
+    """What the client sent for a parameter, to say in the message how far off it is."""
+    if source == "query":
+        return request.query_params.get(field)
+    if source == "path":
+        return request.path_params.get(field)
+    if source == "header":
+        return request.headers.get(field)
+    return None
+
+
+def _validation_errors(request: Request[Any, Any, Any], exc: ValidationException) -> list[dict[str, str]]:
     errors = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         message = str(item.get("message", "invalid value"))
@@ -105,12 +141,13 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
         named = _UNKNOWN_FIELD.search(message) or _MISSING_FIELD.search(message)
         if named:
             key = f"{key}.{named.group('name')}" if key not in _WHOLE_BODY_KEYS else named.group("name")
-        elif key == "data" and message == "'data'":
-            # Litestar's KeyError when there is no body at all (empty, or JSON null).
-            message = "a JSON object is required"
         source = _source_name(item.get("source", "body"))
-        # Litestar names a query parameter by its argument; the wire name is camelCase (createdAfter).
-        field = _camel_case(key) if source == "query" else _field_path(key)
+        field = _wire_name(request, key, source)
+        if key == "data" and message == "'data'":
+            # Litestar's KeyError when there is no body at all (empty, or JSON null).
+            message = "the body must be a JSON object"
+        else:
+            message = sentence(field, message, _sent_value(request, field, source))
         errors.append({"field": field, "message": message, "source": source})
     return errors
 
@@ -118,18 +155,26 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if exc.status_code >= HTTPStatus.INTERNAL_SERVER_ERROR:
         logger.error("server error on %s %s", request.method, request.url.path, exc_info=exc)
+    headers = dict(exc.headers or {})
     if isinstance(exc, ProblemError):
-        return _problem(request, exc.status_code, exc.detail, exc.field_errors)
+        return _problem(request, exc.status_code, exc.detail, exc.field_errors, headers)
     if isinstance(exc, ValidationException):
-        errors = _validation_errors(exc)
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or exc.detail
+        errors = _validation_errors(request, exc)
+        detail = "; ".join(e["message"] for e in errors) or exc.detail
         return _problem(request, exc.status_code, detail, errors)
     if isinstance(exc.__cause__, SerializationException):
         # A body that is not JSON at all: Litestar wraps the decoder's error in a plain 400.
-        return _problem(
-            request, exc.status_code, exc.detail, [{"field": "body", "message": exc.detail, "source": "body"}]
-        )
-    return _problem(request, exc.status_code, exc.detail, [])
+        detail = f"the body is not valid JSON: {exc.detail}"
+        return _problem(request, exc.status_code, detail, [{"field": "body", "message": detail, "source": "body"}])
+    if exc.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+        limit = request.route_handler.resolve_request_max_body_size()
+        detail = f"the request body is larger than the limit of {limit} bytes"
+        return _problem(request, exc.status_code, detail, [{"field": "body", "message": detail, "source": "body"}])
+    if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        allowed = headers.get("allow", "")
+        detail = f"{request.method} is not allowed on {request.url.path}; use {allowed or 'another method'}"
+        return _problem(request, exc.status_code, detail, [], headers)
+    return _problem(request, exc.status_code, exc.detail, [], headers)
 
 
 def handle_unexpected_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

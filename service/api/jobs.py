@@ -5,32 +5,39 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.connection import ASGIConnection
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
-from litestar.handlers import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from service.api.auth import caller_name
+from service.api.back_pressure import QueueGauge
 from service.api.dependencies import JobDefaults, SupervisorHandle
 from service.api.errors import ProblemError, problem_response
 from service.api.job_limits import resolve_job_limits
 from service.api.schemas import JobCreate, JobDetail, JobRead
+from service.api.validation import (
+    MAX_JSON_DEPTH,
+    checked_instant,
+    checked_name_prefix,
+    checked_program_name,
+    validate_job_body,
+)
 from service.db.job_store import JobStore
 from service.domain.identifiers import format_job_id, parse_job_id
 from service.domain.programs import DEFAULT_PROGRAM_NAME
 from service.domain.records import CancelEffect, JobFilter, JobRecord, NewJob
 from service.domain.status import REOPENABLE_STATUSES, JobStatus
+from service.domain.timestamps import WINDOW_DESCRIPTION, as_utc
 
 logger = logging.getLogger(__name__)
 
@@ -87,24 +94,6 @@ def _parse_cursor(cursor: str | None) -> int | None:
     return database_id
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    """A time without an offset is taken as UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
-def require_json_body(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
-    """A body declared as something else (text/plain, a form) is refused rather than read as JSON anyway."""
-    media_type = connection.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        raise ProblemError(
-            status_code=415,
-            detail=f"Content-Type must be application/json, not {media_type or 'missing'}",
-            field_errors=[{"field": "Content-Type", "message": "must be application/json", "source": "header"}],
-        )
-
-
 def _next_page_link(request: Request[Any, Any, Any], last_job: JobRecord) -> str:
     """`<…?…&cursor=job-N>; rel="next"`: the same query, starting after the last job of this page."""
     query = [(key, value) for key, value in request.query_params.multi_items() if key != CURSOR_PARAMETER]
@@ -148,31 +137,40 @@ class JobController(Controller):
     @post(
         status_code=HTTP_201_CREATED,
         summary="Submit a job",
-        guards=[require_json_body],
+        guards=[validate_job_body],
         responses={
             HTTP_200_OK: ResponseSpec(
                 data_container=JobRead,
                 description="The Idempotency-Key was used before with the same body: the job it created.",
             ),
+            400: problem_response(
+                f"A field out of its limits, a repeated key, a value of the wrong type, a runAt outside the window, "
+                f"or arrays and objects nested deeper than {MAX_JSON_DEPTH} levels."
+            ),
+            413: problem_response("The body is larger than the limit (the detail says it)."),
             415: problem_response("The body is not declared as JSON (Content-Type: application/json)."),
             422: problem_response("An unknown program, or an Idempotency-Key used before with another body."),
+            429: problem_response("MAX_QUEUED_JOBS jobs are queued; try again after Retry-After seconds."),
         },
     )
     async def submit_job(
         self,
+        *,
         data: JSONBody[JobCreate],
         job_store: NamedDependency[JobStore],
         supervisor: NamedDependency[SupervisorHandle],
         job_defaults: NamedDependency[JobDefaults],
+        queue_gauge: NamedDependency[QueueGauge],
         idempotency_key: IdempotencyKey = None,
-        *,
         request: Request[Any, Any, Any],
     ) -> Response[JobRead]:
         """Store the job (committed before this answers) and wake the supervisor. Never waits for a process.
 
-        An unknown `program`, or an Idempotency-Key already used with another body, is a 422.
+        An unknown `program`, or an Idempotency-Key already used with another body, is a 422. With MAX_QUEUED_JOBS
+        jobs queued, a 429 with Retry-After; nothing is stored.
         """
         program_name, program = _resolve_program(data.program, job_defaults.programs)
+        await queue_gauge.check_room()
         new_job = NewJob(
             name=data.job_name,
             program=str(program),
@@ -180,7 +178,8 @@ class JobController(Controller):
             max_attempts=data.max_attempts or job_defaults.max_attempts,
             program_name=program_name,
             priority=data.priority,
-            run_at=data.run_at,
+            # In UTC: the offset was only the client's way of writing the instant (and PostgreSQL takes less).
+            run_at=None if data.run_at is None else as_utc(data.run_at),
             timeout_seconds=data.timeout_seconds if data.timeout_seconds is not None else job_defaults.timeout_seconds,
             submitted_by=caller_name(request),
             limits=resolve_job_limits(data, job_defaults.limits),
@@ -205,6 +204,7 @@ class JobController(Controller):
                 )
             job, created = submission.job, submission.created
         if created:
+            queue_gauge.accepted()
             logger.info(
                 "job %s accepted: name %r, program %s, %d argument(s), submitted by %s",
                 format_job_id(job.id),
@@ -246,11 +246,17 @@ class JobController(Controller):
         ] = None,
         created_after: Annotated[
             datetime | None,
-            QueryParameter(name="createdAfter", description="Created at or after (ISO 8601; UTC without offset)."),
+            QueryParameter(
+                name="createdAfter",
+                description=f"Created at or after (ISO 8601; UTC without offset; within {WINDOW_DESCRIPTION}).",
+            ),
         ] = None,
         created_before: Annotated[
             datetime | None,
-            QueryParameter(name="createdBefore", description="Created before (ISO 8601; UTC without offset)."),
+            QueryParameter(
+                name="createdBefore",
+                description=f"Created before (ISO 8601; UTC without offset; within {WINDOW_DESCRIPTION}).",
+            ),
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = DEFAULT_PAGE_SIZE,
         cursor: Annotated[
@@ -262,10 +268,10 @@ class JobController(Controller):
         URL of the next page (keyset paging: a page costs the same however many jobs there are)."""
         job_filter = JobFilter(
             statuses=_parse_statuses(status),
-            name_prefix=name,
-            program_name=program,
-            created_after=_utc(created_after),
-            created_before=_utc(created_before),
+            name_prefix=checked_name_prefix("name", name),
+            program_name=checked_program_name("program", program),
+            created_after=checked_instant("createdAfter", created_after),
+            created_before=checked_instant("createdBefore", created_before),
             before_id=_parse_cursor(cursor),
         )
         # One more than asked for tells whether a next page exists, without a count.

@@ -10,6 +10,7 @@ import msgspec
 from service.domain.identifiers import format_job_id
 from service.domain.limits import (
     MAX_CPU_LIMIT_SECONDS,
+    MAX_MEMORY_LIMIT_BYTES,
     MAX_OPEN_FILES_LIMIT,
     MAX_TIMEOUT_SECONDS,
     MIN_MEMORY_LIMIT_BYTES,
@@ -24,10 +25,19 @@ MAX_ARGUMENT_LENGTH = 4096
 PRIORITY_LIMIT = 1000
 MAX_ATTEMPTS_LIMIT = 20
 
-# No C0 control characters and no DEL in a name: it is shown in logs, terminals and psql.
-JobName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_JOB_NAME_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")]
-# Arguments reach execve(), where a NUL would silently cut the string.
-Argument = Annotated[str, msgspec.Meta(max_length=MAX_ARGUMENT_LENGTH, pattern=r"^[^\x00]*$")]
+# No C0 or C1 control characters, no DEL and no bidirectional override or isolate in a name: it is shown in logs,
+# terminals and psql, where those would hide or disguise text.
+JobName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1, max_length=MAX_JOB_NAME_LENGTH, pattern=r"^[^\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]+$"
+    ),
+]
+# Arguments reach execve(), where a NUL would silently cut the string; C1 controls and bidirectional formatting
+# would disguise them in logs. Tabs and newlines are fine.
+Argument = Annotated[
+    str, msgspec.Meta(max_length=MAX_ARGUMENT_LENGTH, pattern=r"^[^\x00\x80-\x9f\u202a-\u202e\u2066-\u2069]*$")
+]
 
 
 class JobCreate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -45,7 +55,7 @@ class JobCreate(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     """An attempt running longer is ended and recorded as timed_out; DEFAULT_TIMEOUT_SECONDS when left out."""
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS_LIMIT)] | None = None
     """Attempts allowed in all; MAX_ATTEMPTS when left out."""
-    memory_limit_bytes: Annotated[int, msgspec.Meta(ge=MIN_MEMORY_LIMIT_BYTES)] | None = None
+    memory_limit_bytes: Annotated[int, msgspec.Meta(ge=MIN_MEMORY_LIMIT_BYTES, le=MAX_MEMORY_LIMIT_BYTES)] | None = None
     """At most JOB_MEMORY_LIMIT_BYTES, which is what leaving it out means (RLIMIT_DATA of each attempt)."""
     cpu_limit_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_CPU_LIMIT_SECONDS)] | None = None
     """At most JOB_CPU_LIMIT_SECONDS, which is what leaving it out means (RLIMIT_CPU of each attempt)."""

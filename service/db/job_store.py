@@ -156,6 +156,20 @@ class JobStore:
                 job=job_from_row(row), created=False, same_request=row["request_fingerprint"] == fingerprint
             )
 
+    async def count_queued_jobs(self, *, up_to: int) -> int:
+        """Jobs waiting for their first attempt, counted up to `up_to` and no further.
+
+        An index-only walk of (status, id) that stops at `up_to` rows: its cost is bounded by the limit it is
+        checked against, never by the size of the table.
+        """
+        async with self._database.driver() as driver:
+            count: int = await driver.fetchval(
+                "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = $1 LIMIT $2) AS waiting",
+                JobStatus.QUEUED.value,
+                up_to,
+            )
+            return count
+
     async def find_job(self, job_id: int) -> JobRecord | None:
         async with self._database.connect() as connection:
             return await _find_job(connection, job_id)

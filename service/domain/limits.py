@@ -9,6 +9,8 @@ MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
 
 MIN_MEMORY_LIMIT_BYTES = 1024 * 1024
 """Below this even a small program cannot load (1 MiB): refused for memoryLimitBytes and JOB_MEMORY_LIMIT_BYTES."""
+MAX_MEMORY_LIMIT_BYTES = 2**60
+"""1 EiB, beyond any machine: jobs.memory_limit_bytes is a bigint, and a larger request must be a 400, not a 500."""
 MAX_CPU_LIMIT_SECONDS = MAX_TIMEOUT_SECONDS
 MAX_OPEN_FILES_LIMIT = 1024 * 1024
 """The Linux kernel's default ceiling for RLIMIT_NOFILE (fs.nr_open)."""

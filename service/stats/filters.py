@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from service.db.rows import like_prefix
+from service.domain.timestamps import instant_problem
 
 MAX_PROGRAM_LENGTH = 4096
 MAX_NAME_PREFIX_LENGTH = 200  # a job name is at most this long, so a longer prefix could match nothing
 _RELATIVE = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>s|m|min|h|d|w)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# As in a job name: C0 and C1 controls, DEL, and the bidirectional overrides and isolates.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 class FilterError(ValueError):
@@ -71,9 +73,10 @@ def parse_instant(parameter: str, value: str, now: datetime) -> datetime:
     if relative:
         seconds = float(relative.group("amount")) * _UNIT_SECONDS[relative.group("unit")]
         try:
-            return now - timedelta(seconds=seconds)
+            parsed = now - timedelta(seconds=seconds)
         except OverflowError:
             raise FilterError(parameter, f"{value!r} reaches back before year 1") from None
+        return _within_window(parameter, value, parsed)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
@@ -85,7 +88,15 @@ def parse_instant(parameter: str, value: str, now: datetime) -> datetime:
                 f"{value!r} is neither an ISO 8601 date or time (2026-11-28T08:00:00Z) "
                 "nor a time ago (30m, 24h, 7d, 2w)",
             ) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return _within_window(parameter, value, parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC))
+
+
+def _within_window(parameter: str, value: str, moment: datetime) -> datetime:
+    """Only an instant PostgreSQL and Python both hold may reach a query (9999-12-31T23:59:59-05:00 is not one)."""
+    problem = instant_problem(moment)
+    if problem:
+        raise FilterError(parameter, f"{value!r} {problem}")
+    return moment
 
 
 def parse_filters(
