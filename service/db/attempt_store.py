@@ -13,6 +13,7 @@ from sqlalchemy import text
 from service.db.coalescing import Coalescer
 from service.db.connections import Database
 from service.db.fencing import FENCED, LIMIT_TRANSACTION_IDLE, Fenced, LeaseLapsedError, lease_held
+from service.db.notifications import JOBS_DUE_CHANNEL
 from service.db.rows import ATTEMPT_COLUMNS, attempt_from_row
 from service.domain.limits import JobLimits
 from service.domain.records import (
@@ -29,6 +30,7 @@ from service.domain.status import (
     AttemptOutcome,
     JobStatus,
     status_after_attempt,
+    status_when_withdrawn,
 )
 
 
@@ -193,6 +195,65 @@ class AttemptStore:
                 AttemptOutcome.RUNNING.value,
             )
         return [row["id"] for row in rows]
+
+    async def withdraw_unstarted(self, *, attempt_id: int, unstarted_pid: int | None = None) -> RecordedOutcome | None:
+        """Take back an attempt whose program never ran, as if it had never been claimed: one transaction.
+
+        The attempt row is deleted (it holds nothing: no process ran, no output, no exit), the job's attempt is
+        given back, its status returns to what the claim found (the state machine decides: `status_when_withdrawn`)
+        and it is due now, announced on the jobs-due channel. Fenced: only while the attempt is still `running` and
+        no program can have started, that is its pid is NULL (the pid is committed before any go-ahead) or is
+        `unstarted_pid`, a keeper known to have exited, or been abandoned, without its go-ahead. None: fenced out.
+        """
+        async with self._database.driver() as driver, driver.transaction():
+            # The attempt first, then its job, as every writer of both does.
+            withdrawn = await driver.fetchrow(
+                """
+                DELETE FROM attempts
+                WHERE id = $1 AND outcome = $2 AND (pid IS NULL OR pid = $3)
+                RETURNING job_id, attempt_number
+                """,
+                attempt_id,
+                AttemptOutcome.RUNNING.value,
+                unstarted_pid,
+            )
+            if withdrawn is None:
+                return None
+            job_id: int = withdrawn["job_id"]
+            attempt_number: int = withdrawn["attempt_number"]
+            job = await driver.fetchrow(
+                "SELECT status, cancel_requested_at IS NOT NULL AS cancel_requested FROM jobs WHERE id = $1 FOR UPDATE",
+                job_id,
+            )
+            assert job is not None  # the attempt's foreign key
+            current = JobStatus(job["status"])
+            # A job that already left its attempt behind (cancelled meanwhile) only gets the attempt back.
+            left_behind = current not in STATUSES_WITH_ATTEMPT_IN_FLIGHT
+            new_status = (
+                current
+                if left_behind
+                else status_when_withdrawn(current, attempt_number, cancel_requested=job["cancel_requested"])
+            )
+            # Only the latest attempt of a job can be running: the next claim numbers its attempt as this one.
+            await driver.execute(
+                """
+                UPDATE jobs
+                SET status = $2, attempts_count = attempts_count - 1,
+                    started_at = CASE WHEN attempts_count <= 1 THEN NULL ELSE started_at END,
+                    next_attempt_at = CASE WHEN $3 THEN next_attempt_at WHEN $4 THEN NULL ELSE now() END,
+                    finished_at = CASE WHEN $3 THEN finished_at WHEN $4 THEN now() ELSE NULL END
+                WHERE id = $1
+                """,
+                job_id,
+                new_status.value,
+                left_behind,
+                new_status.is_final,
+            )
+            if not new_status.is_final:
+                await driver.execute("SELECT pg_notify($1, '')", JOBS_DUE_CHANNEL)
+        return RecordedOutcome(
+            job_id=job_id, attempt_number=attempt_number, job_status=None if left_behind else new_status
+        )
 
 
 async def apply_outcomes(

@@ -40,10 +40,13 @@ STATUS_WHEN_ATTEMPT_STARTS: dict[JobStatus, JobStatus] = {
 
 # Every transition the service makes by itself. Tests walk this table; the repository checks against it.
 # Cancelling is one of them: a waiting job (queued, or retried between attempts) is cancelled at once; a job whose
-# attempt runs becomes cancelled when that attempt's ending is recorded (see `status_after_attempt`).
+# attempt runs becomes cancelled when that attempt's ending is recorded (see `status_after_attempt`). Running back
+# to queued is the withdrawal of a first attempt whose program never ran (see `status_when_withdrawn`).
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
-    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.RETRIED, JobStatus.CRASHED, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.QUEUED, JobStatus.COMPLETED, JobStatus.RETRIED, JobStatus.CRASHED, JobStatus.CANCELLED}
+    ),
     JobStatus.RETRIED: frozenset({JobStatus.RETRIED, JobStatus.COMPLETED, JobStatus.CRASHED, JobStatus.CANCELLED}),
     JobStatus.COMPLETED: frozenset(),
     JobStatus.CRASHED: frozenset(),
@@ -132,6 +135,22 @@ def status_after_attempt(
         proposed = JobStatus.RETRIED
     else:
         proposed = JobStatus.CRASHED
+    check_transition(current, proposed)
+    return proposed
+
+
+def status_when_withdrawn(current: JobStatus, attempt_number: int, *, cancel_requested: bool = False) -> JobStatus:
+    """The job's status once attempt number `attempt_number` is withdrawn because its program never ran.
+
+    The attempt does not count: the job is back where the claim found it, `queued` before its first attempt and
+    `retried` before a later one. A cancel asked for meanwhile cancels it instead (nothing is running to end).
+    """
+    if cancel_requested:
+        proposed = JobStatus.CANCELLED
+    elif attempt_number <= 1:
+        proposed = JobStatus.QUEUED
+    else:
+        proposed = JobStatus.RETRIED
     check_transition(current, proposed)
     return proposed
 

@@ -18,7 +18,12 @@
  *
  * Before anything runs, the keeper waits for one byte on its standard input: the service sends it once the
  * attempt's pid is committed to the database. If the service dies first, the keeper reads end-of-file and exits
- * (124) without running the program, so a program never runs unrecorded. The program's stdin is /dev/null.
+ * (124) without running the program, so a program never runs unrecorded; it writes first, in the same way,
+ *
+ *     {"abandoned":true,"keeper_pid":N,"duration_ns":0,"finished_at_ns":N}
+ *
+ * so that the service can withdraw the attempt rather than count it (keeper_pid tells a stale file of an earlier
+ * keeper from this one's). The program's stdin is /dev/null.
  *
  * Output. The keeper's own stdout and stderr are the attempt's output files. The program writes into two pipes
  * instead, and the keeper copies them into the files: up to --output-limit bytes each (unlimited when absent),
@@ -136,6 +141,16 @@ static int write_status_atomically(const char *status_path, const char *line) {
     }
     if (close(fd) != 0) return -1;
     return rename(temporary_path, status_path);
+}
+
+/* Best effort: without the file the attempt is recorded lost, as before this keeper could say more. */
+static void write_abandoned_status(const char *status_path) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    char line[160];
+    snprintf(line, sizeof line, "{\"abandoned\":true,\"keeper_pid\":%d,\"duration_ns\":0,\"finished_at_ns\":%lld}\n",
+             (int)getpid(), nanoseconds(&now));
+    if (write_status_atomically(status_path, line) != 0) perror("exit_keeper: writing the status file");
 }
 
 static void fill_forwarded_set(sigset_t *set) {
@@ -384,7 +399,10 @@ int main(int argc, char **argv) {
     do {
         go_length = read(STDIN_FILENO, &go_ahead, 1);
     } while (go_length < 0 && errno == EINTR);
-    if (go_length != 1) return KEEPER_ABANDONED;
+    if (go_length != 1) {
+        write_abandoned_status(status_path); /* never ran: the service withdraws the attempt */
+        return KEEPER_ABANDONED;
+    }
     int null_input = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (null_input < 0 || dup2(null_input, STDIN_FILENO) < 0) {
         perror("exit_keeper: /dev/null");

@@ -157,6 +157,15 @@ def write_status_atomically(status_path: str, line: str) -> None:
     os.replace(temporary_path, status_path)
 
 
+def write_abandoned_status(status_path: str) -> None:
+    """Best effort: without the file the attempt is recorded lost (see write_abandoned_status in exit_keeper.c)."""
+    record = {"abandoned": True, "keeper_pid": os.getpid(), "duration_ns": 0, "finished_at_ns": time.time_ns()}
+    try:
+        write_status_atomically(status_path, json.dumps(record, separators=(",", ":")) + "\n")
+    except OSError as error:
+        sys.stderr.write(f"exit_keeper: writing the status file: {error}\n")
+
+
 def drain_wakeups(descriptor: int) -> None:
     while True:
         try:
@@ -317,7 +326,9 @@ def main(argv: list[str]) -> int:
     # Blocked, not ignored, until the program exists: a signal sent in that moment is passed on, not lost.
     original_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     if os.read(0, 1) != b"g":
-        return KEEPER_ABANDONED  # the service died before committing the attempt's pid: never run unrecorded
+        # The service died (or gave up) before committing the attempt's pid: never run unrecorded, and say so.
+        write_abandoned_status(status_path)
+        return KEEPER_ABANDONED
     null_input = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null_input, 0)
     os.close(null_input)

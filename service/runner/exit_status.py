@@ -25,6 +25,8 @@ class ProcessExit:
     stdout_bytes: int | None = None
     """What the program wrote to stdout, kept or not (known only under an exit keeper)."""
     stderr_bytes: int | None = None
+    abandoned: bool = False
+    """The keeper exited without its go-ahead: the program never ran (there is no exit to tell)."""
 
 
 def describe_spawn_error(program: str, error_number: int) -> str:
@@ -37,6 +39,10 @@ def describe_spawn_error(program: str, error_number: int) -> str:
     return f"could not start {program}: {os.strerror(error_number)}"
 
 
+def describe_output_error(folder: Path, error_number: int) -> str:
+    return f"could not prepare the output files in {folder} ({os.strerror(error_number)}); the program did not run"
+
+
 def describe_switch_user_error(error_number: int) -> str:
     return (
         f"could not switch to JOB_USER before running the program ({os.strerror(error_number)}); it did not run,"
@@ -44,14 +50,23 @@ def describe_switch_user_error(error_number: int) -> str:
     )
 
 
-def read_exit_status(status_path: Path, program: str) -> ProcessExit | None:
-    """What the keeper wrote about the program's end, or None if it wrote nothing (yet)."""
+def read_exit_status(status_path: Path, program: str, *, keeper_pid: int | None = None) -> ProcessExit | None:
+    """What the keeper wrote about the program's end, or None if it wrote nothing (yet).
+
+    With `keeper_pid`, a record that a keeper was abandoned counts only if that keeper wrote it: one left by an
+    earlier keeper of the same attempt number (an attempt withdrawn, then claimed again) says nothing of this one.
+    """
     try:
         record = json.loads(status_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
         return None  # a torn file cannot exist (the keeper renames it into place); treat damage as absence
+    finished_at = datetime.fromtimestamp(record["finished_at_ns"] / 1e9, tz=UTC)
+    if record.get("abandoned"):
+        if keeper_pid is not None and record.get("keeper_pid") != keeper_pid:
+            return None
+        return ProcessExit(exit_code=None, signal=None, finished_at=finished_at, duration_ms=0, abandoned=True)
     exec_errno = record.get("exec_errno")
     privilege_errno = record.get("privilege_errno")
     spawn_error = describe_spawn_error(program, exec_errno) if exec_errno is not None else None
@@ -60,7 +75,7 @@ def read_exit_status(status_path: Path, program: str) -> ProcessExit | None:
     return ProcessExit(
         exit_code=record.get("exit_code"),
         signal=record.get("signal"),
-        finished_at=datetime.fromtimestamp(record["finished_at_ns"] / 1e9, tz=UTC),
+        finished_at=finished_at,
         duration_ms=record["duration_ns"] // 1_000_000,
         spawn_error=spawn_error,
         user_cpu_ms=record.get("user_cpu_us", 0) // 1000,

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from service.domain.limits import NO_LIMITS, JobLimits
-from service.runner.exit_status import ProcessExit, describe_spawn_error, read_exit_status
+from service.runner.exit_status import ProcessExit, describe_output_error, describe_spawn_error, read_exit_status
 from service.runner.identity import (
     HAS_PIDFD,
     IS_WINDOWS,
@@ -154,7 +154,7 @@ class RunningProcess:
         returncode = await (self._wait_for_child() if self._is_child else self._wait_for_adopted())
         self.returncode = returncode
         if self._status_path is not None:
-            recorded = read_exit_status(self._status_path, self._program)
+            recorded = read_exit_status(self._status_path, self._program, keeper_pid=self.pid)
             if recorded is not None:
                 return recorded
         if returncode is None:
@@ -246,6 +246,21 @@ class RunningProcess:
                 os.killpg(self.pid, signal.SIGKILL)
 
 
+def _open_output_files(spec: ProcessSpec) -> tuple[int, int]:
+    """The attempt's stdout and stderr files, opened for appending; `SpawnError` if either cannot be."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    try:
+        stdout = os.open(spec.stdout_path, flags, 0o644)
+        try:
+            stderr = os.open(spec.stderr_path, flags, 0o644)
+        except OSError:
+            os.close(stdout)
+            raise
+    except OSError as error:
+        raise SpawnError(describe_output_error(spec.stdout_path.parent, error.errno or errno.EIO)) from error
+    return stdout, stderr
+
+
 def _keeper_options(spec: ProcessSpec) -> list[str]:
     options = [] if spec.lease_path is None else [f"--lease-file={spec.lease_path}"]
     if spec.output_limit_bytes is not None:
@@ -288,10 +303,13 @@ class ProcessLauncher:
             raise SpawnError(describe_spawn_error(program, errno.ENOENT))
         if not IS_WINDOWS and not os.access(program, os.X_OK):
             raise SpawnError(describe_spawn_error(program, errno.EACCES))
-        spec.status_path.unlink(missing_ok=True)
-        # Usually one directory for all three: one makedirs, not three (mkdir calls stood out in the profile).
-        for directory in {spec.status_path.parent, spec.stdout_path.parent, spec.stderr_path.parent}:
-            os.makedirs(directory, exist_ok=True)
+        try:
+            spec.status_path.unlink(missing_ok=True)
+            # Usually one directory for all three: one makedirs, not three (mkdir calls stood out in the profile).
+            for directory in {spec.status_path.parent, spec.stdout_path.parent, spec.stderr_path.parent}:
+                os.makedirs(directory, exist_ok=True)
+        except OSError as error:
+            raise SpawnError(describe_output_error(spec.status_path.parent, error.errno or errno.EIO)) from error
         argv = (
             [*self._keeper_command, *self._job_user_options, *_keeper_options(spec), str(spec.status_path), *spec.argv]
             if self._keeper_command
@@ -301,10 +319,9 @@ class ProcessLauncher:
         spawned_at = datetime.now(UTC)
         if IS_WINDOWS:
             return self._start_on_windows(spec, argv, program, started_monotonic)
+        stdout, stderr = _open_output_files(spec)
         go_ahead_read, go_ahead_write = os.pipe() if self._keeper_command else (None, None)
         stdin = go_ahead_read if go_ahead_read is not None else os.open(os.devnull, os.O_RDONLY)
-        stdout = os.open(spec.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        stderr = os.open(spec.stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             # posix_spawn (vfork + exec in the C library) is the cheapest way to start a process from Python; the
             # parent's descriptors are not inheritable (PEP 446), so only the three below reach the child.

@@ -11,6 +11,8 @@ from service.domain.paths import AttemptFiles
 # PostgreSQL text cannot hold NUL; a job's output may. It is shown as U+FFFD, like any byte that is not UTF-8.
 _NUL = "\x00"
 _REPLACEMENT = "\ufffd"
+# An attempt whose folder could not even be made (its path runs through a file) has nothing to remove either.
+_NOTHING_THERE = (FileNotFoundError, NotADirectoryError)
 
 
 def read_tail(path: Path, max_bytes: int) -> bytes | None:
@@ -53,7 +55,7 @@ def remove_after_recording(files: AttemptFiles) -> int:
     attempt of the same job creating its folder meanwhile could otherwise see its parent vanish.
     """
     removed = 0
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(*_NOTHING_THERE):
         files.exit_status.unlink()
         removed += 1
     for path in (files.stdout, files.stderr):
@@ -61,7 +63,7 @@ def remove_after_recording(files: AttemptFiles) -> int:
             if path.stat().st_size == 0:
                 path.unlink()
                 removed += 1
-        except FileNotFoundError:
+        except _NOTHING_THERE:
             pass
     return removed + _remove_empty_folders(files)
 

@@ -1,6 +1,8 @@
 """After a restart: settle every attempt that the database says is running on this node.
 
 For each such attempt, in this order:
+- its program provably never ran (no pid was committed, or its keeper wrote that it was abandoned before its
+  go-ahead) → withdraw it: the attempt is taken back and does not count, and the job is due again;
 - its exit keeper wrote an exit-status file → the program ended while the service was down: record that outcome;
 - its keeper is still alive and is the same process (pid and start time match) → adopt it: the supervisor watches
   it and records its real outcome when it ends;
@@ -57,6 +59,8 @@ class Settled(enum.Enum):
     RECOVERED = "recovered"
     """It had ended: the outcome was read from its exit-status file."""
     ADOPTED = "adopted"
+    WITHDRAWN = "withdrawn"
+    """Its program never ran: taken back, as if never claimed."""
     LOST = "lost"
     ENDED_AND_LOST = "ended and lost"
     """Still running without a keeper to tell its exit: ended, then recorded lost."""
@@ -71,6 +75,8 @@ class ReconcileReport:
     lost: int
     ended_leftovers: int
     seconds: float
+    withdrawn: int = 0
+    """Never ran (claimed, or its keeper abandoned, before the go-ahead): taken back without counting."""
 
 
 class Reconciler:
@@ -104,16 +110,19 @@ class Reconciler:
             lost=settled[Settled.LOST] + settled[Settled.ENDED_AND_LOST],
             ended_leftovers=settled[Settled.ENDED_AND_LOST],
             seconds=time.monotonic() - started,
+            withdrawn=settled[Settled.WITHDRAWN],
         )
         if attempts:
             logger.info(
-                "reconciled %d running attempt(s) on node %s in %.3f s: %d adopted, %d ended while down, %d lost",
+                "reconciled %d running attempt(s) on node %s in %.3f s: %d adopted, %d ended while down, %d lost, "
+                "%d withdrawn (never ran)",
                 report.examined,
                 self._supervisor.node_id,
                 report.seconds,
                 report.adopted,
                 report.recovered,
                 report.lost,
+                report.withdrawn,
             )
         return report
 
@@ -124,6 +133,9 @@ class Reconciler:
         attempt = running.attempt
         key = AttemptKey.of_record(attempt)
         status_path = attempt_files(self._output_dir, attempt.job_id, attempt.attempt_number).exit_status
+        if self._keeper_in_use and attempt.pid is None:
+            # Under a keeper the pid is committed before any go-ahead: without one, nothing ran.
+            return await self._withdraw(attempt, None, "the service stopped before the program was started", occasion)
         process = None
         if self._keeper_in_use and attempt.pid is not None and attempt.process_started_at is not None:
             process = RunningProcess.adopt(
@@ -133,7 +145,12 @@ class Reconciler:
                 status_path=status_path,
             )
         # Read the file after the liveness check: a keeper that ended in between has written it by now.
-        process_exit = read_exit_status(status_path, PROGRAM_LABEL) if self._keeper_in_use else None
+        process_exit = (
+            read_exit_status(status_path, PROGRAM_LABEL, keeper_pid=attempt.pid) if self._keeper_in_use else None
+        )
+        if process_exit is not None and process_exit.abandoned:
+            reason = "its exit keeper was abandoned before its go-ahead"
+            return await self._withdraw(attempt, attempt.pid, reason, occasion)
         if process_exit is not None:
             await self._record(attempt, with_limit_described(ending_from_exit(process_exit), running.limits), occasion)
             return Settled.RECOVERED
@@ -154,11 +171,24 @@ class Reconciler:
         return Settled.ENDED_AND_LOST if ended else Settled.LOST
 
     def _lost_reason(self, attempt: AttemptRecord) -> str:
-        if attempt.pid is None:
-            return "the service stopped before the program was started; it never ran"
+        if attempt.pid is None:  # without a keeper the program starts at once, before its pid is committed
+            return "the service stopped before the program's process was recorded; whether it ran cannot be known"
         if not self._keeper_in_use:
             return "the service restarted; without an exit keeper the process's exit status cannot be known"
         return "the process and its exit keeper are gone and no exit status was written"
+
+    async def _withdraw(self, attempt: AttemptRecord, unstarted_pid: int | None, reason: str, occasion: str) -> Settled:
+        withdrawn = await self._attempts.withdraw_unstarted(attempt_id=attempt.id, unstarted_pid=unstarted_pid)
+        remove_after_recording(attempt_files(self._output_dir, attempt.job_id, attempt.attempt_number))
+        if withdrawn is not None:
+            logger.info(
+                "%s withdrawn %s: %s; it never ran and does not count; job is now %s",
+                AttemptKey.of_record(attempt),
+                occasion,
+                reason,
+                withdrawn.job_status.value if withdrawn.job_status else "unchanged",
+            )
+        return Settled.WITHDRAWN
 
     async def _record(self, attempt: AttemptRecord, ending: AttemptEnding, occasion: str) -> None:
         ending = await asyncio.to_thread(

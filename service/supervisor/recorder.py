@@ -64,6 +64,39 @@ class OutcomeRecorder:
         task = self._writes.spawn(self._record_durably(key, ending, program_name), name=str(key))
         task.add_done_callback(lambda _task: self._pending.discard(key.attempt_id))
 
+    def withdraw(self, key: AttemptKey, unstarted_pid: int | None, reason: str) -> None:
+        """Take back an attempt whose program never ran (see `AttemptStore.withdraw_unstarted`); returns at once."""
+        self._pending.add(key.attempt_id)
+        task = self._writes.spawn(self._withdraw_durably(key, unstarted_pid, reason), name=str(key))
+        task.add_done_callback(lambda _task: self._pending.discard(key.attempt_id))
+
+    async def _withdraw_durably(self, key: AttemptKey, unstarted_pid: int | None, reason: str) -> None:
+        try:
+            withdrawn = await self.with_retries(
+                "withdraw",
+                key,
+                lambda: self._attempts.withdraw_unstarted(attempt_id=key.attempt_id, unstarted_pid=unstarted_pid),
+            )
+        except Exception:
+            logger.exception(
+                "could not withdraw %s, whose program never ran (%s); it stays `running` in the database until the "
+                "next start withdraws it",
+                key,
+                reason,
+            )
+            return
+        if withdrawn is None:
+            logger.warning("%s never ran (%s) but was no longer running in the database; nothing written", key, reason)
+        else:
+            logger.info(
+                "%s withdrawn: its program never ran (%s); job is now %s",
+                key,
+                reason,
+                withdrawn.job_status.value if withdrawn.job_status else "unchanged",
+            )
+        remove_after_recording(attempt_files(self._config.output_dir, key.job_id, key.attempt_number))
+        self._on_recorded(withdrawn)
+
     async def _record_durably(self, key: AttemptKey, ending: AttemptEnding, program_name: str) -> None:
         """Record the ending, retrying through database hiccups: an outcome observed is an outcome recorded.
 

@@ -63,6 +63,8 @@ class _Watched:
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     limits: JobLimits = NO_LIMITS
     """What its program runs under: an ending that hit one of them says so."""
+    abandoned_here: bool = False
+    """This supervisor gave up on it before its go-ahead: its program never ran, whatever its keeper could write."""
 
 
 class Supervisor:
@@ -280,10 +282,18 @@ class Supervisor:
         key = AttemptKey.of_claim(claimed)
         try:
             process = self._launcher.start(self._process_spec(claimed))
-        except SpawnError as error:
+        except (SpawnError, OSError) as error:
+            # An OSError here is the service's own trouble (an output folder that cannot be made, a full disk), not
+            # the program's; it is recorded all the same, rather than leaving the claimed attempt `running`.
             logger.warning("%s could not start: %s", key, error)
+            # Nothing ran, so nothing was written: no output files to read (there may be no folder for them).
             ending = AttemptEnding(
-                outcome=AttemptOutcome.SPAWN_FAILED, finished_at=datetime.now(UTC), duration_ms=0, error=str(error)
+                outcome=AttemptOutcome.SPAWN_FAILED,
+                finished_at=datetime.now(UTC),
+                duration_ms=0,
+                error=str(error),
+                stdout_bytes=0,
+                stderr_bytes=0,
             )
             self._recorder.record(key, ending, claimed.program_name)
             return
@@ -319,16 +329,25 @@ class Supervisor:
     ) -> None:
         key, process = watched.key, watched.process
         # The program may only run once its pid is committed: a crash before that leaves nothing unrecorded.
-        recorded = await self._recorder.with_retries(
-            "record the process of",
-            key,
-            lambda: self._attempts.record_process_started(
-                attempt_id=key.attempt_id,
-                pid=process.pid,
-                process_started_at=process.started_at,
-                started_at=process.spawned_at,
-            ),
-        )
+        try:
+            recorded = await self._recorder.with_retries(
+                "record the process of",
+                key,
+                lambda: self._attempts.record_process_started(
+                    attempt_id=key.attempt_id,
+                    pid=process.pid,
+                    process_started_at=process.started_at,
+                    started_at=process.spawned_at,
+                ),
+            )
+        except Exception:
+            # Not a hiccup: the program must not run unrecorded. Its keeper exits without running it; watching it
+            # to its end frees the slot and withdraws the attempt.
+            logger.exception("could not record the process of %s; it is withdrawn without running", key)
+            watched.abandoned_here = True
+            process.abandon()
+            await self._watch(watched, None, None)
+            return
         if not recorded:
             # Another node took the attempt over meanwhile (this one was declared dead): it must never run here.
             logger.warning("%s was taken over by another node before its program started; not run", key)
@@ -359,17 +378,23 @@ class Supervisor:
                     f"ran longer than its timeout of {timeout_seconds:g} s",
                 )
             )
+        never_ran = watched.abandoned_here
         try:
             try:
-                ending = with_limit_described(ending_from_exit(await process.wait()), watched.limits)
+                process_exit = await process.wait()
+                never_ran = never_ran or process_exit.abandoned
+                ending = with_limit_described(ending_from_exit(process_exit), watched.limits)
             except ExitUnknownError as error:
                 ending = lost_ending(str(error))
-            if watched.stop_reason is not None:
+            if watched.stop_reason is not None and not never_ran:
                 await self._until_group_ends(watched)
         finally:
             for timer in watched.timers:
                 timer.cancel()
             self._running.pop(key.attempt_id, None)
+        if never_ran:
+            self._recorder.withdraw(key, process.pid, "its exit keeper never got the go-ahead")
+            return
         ending = _as_stopped(watched, ending)
         # Written by a task of its own, so that a shutdown that stops watching never interrupts a write.
         self._recorder.record(key, ending, watched.program_name)

@@ -25,6 +25,8 @@ class SweepReport:
     recovered: int
     adopted: int
     lost: int
+    withdrawn: int = 0
+    """Its keeper was abandoned before its go-ahead: the program never ran, and the attempt was taken back."""
 
 
 class OutcomeSweeper:
@@ -62,6 +64,7 @@ class OutcomeSweeper:
             recovered=settled[Settled.RECOVERED],
             adopted=settled[Settled.ADOPTED],
             lost=settled[Settled.LOST] + settled[Settled.ENDED_AND_LOST],
+            withdrawn=settled[Settled.WITHDRAWN],
         )
         if untracked:
             logger.warning(

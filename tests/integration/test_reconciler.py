@@ -7,6 +7,7 @@ exit keepers, exactly as after `kill -9` of the service. A new supervisor and it
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import psutil
 import pytest
@@ -25,13 +27,22 @@ from service.domain.records import AttemptRecord, JobRecord
 from service.domain.retry import NO_WAIT
 from service.domain.shutdown import ShutdownMode
 from service.domain.status import AttemptOutcome, JobStatus
+from service.runner.exit_status import read_exit_status
 from service.runner.identity import process_start_time
+from service.runner.keeper import KeeperKind, keeper_command
 from service.runner.launcher import ProcessLauncher, ProcessSpec
 from service.supervisor.reconciler import Reconciler, ReconcileReport
 from service.supervisor.supervisor import Supervisor
-from tests.support.processes import wait_until, write_script
+from tests.support.processes import WAIT_SECONDS, wait_until, write_script
 from tests.support.stores import Stores
-from tests.support.supervision import Supervisors, submit, supervisor_config, wait_for_final, wait_for_pid
+from tests.support.supervision import (
+    Supervisors,
+    find_job,
+    submit,
+    supervisor_config,
+    wait_for_final,
+    wait_for_pid,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses /bin/sh scripts and POSIX process groups")
 
@@ -219,17 +230,113 @@ async def test_a_reused_pid_is_not_adopted_nor_signalled(lives: Lives, engine: A
         await stranger.wait()
 
 
-async def test_an_attempt_that_never_got_its_process_is_lost_and_said_never_to_have_run(lives: Lives) -> None:
-    job = await submit(lives.stores, Path("/bin/true"), max_attempts=2)
+async def test_an_attempt_claimed_without_a_process_is_withdrawn_and_the_job_runs_as_if_nothing_happened(
+    lives: Lives, tmp_path: Path
+) -> None:
+    log = tmp_path / "executions.log"
+    script = write_script(tmp_path, "fails.sh", f'echo "$JOB_ATTEMPT" >> {log}\nexit 3\n')
+    job = await submit(lives.stores, script, max_attempts=1)
     await lives.stores.attempts.claim_due_jobs(node_id=NODE_ID, limit=1)  # the crash came before the spawn
+
+    supervisor = lives.supervisor()
+    report = await lives.reconciler(supervisor).run_once()
+
+    assert (report.examined, report.withdrawn, report.lost) == (1, 1, 0)
+    assert await attempts_of(lives.stores, job.id) == []
+    waiting = await find_job(lives.stores, job.id)
+    assert (waiting.status, waiting.attempts_count, waiting.started_at) == (JobStatus.QUEUED, 0, None)
+
+    assert await supervisor.run_once() == 1, "the withdrawn job is due at once"
+    finished = await wait_for_final(lives.stores, job.id)
+    assert (finished.status, finished.attempts_count, finished.exit_code) == (JobStatus.CRASHED, 1, 3)
+    [attempt] = await attempts_of(lives.stores, job.id)
+    assert (attempt.attempt_number, attempt.outcome) == (1, AttemptOutcome.FAILED)
+    assert executions(log) == ["1"], "its one allowed attempt ran"
+
+
+async def test_a_withdrawn_later_attempt_leaves_the_job_retried_with_its_earlier_attempts(lives: Lives) -> None:
+    job = await submit(lives.stores, Path("/bin/false"), max_attempts=3)
+    supervisor = lives.supervisor()
+    await supervisor.run_once()
+    assert await supervisor.wait_until_idle(WAIT_SECONDS)
+    await lives.stores.attempts.claim_due_jobs(node_id=NODE_ID, limit=1)  # attempt 2; the crash came before the spawn
 
     report = await lives.reconciler(lives.supervisor()).run_once()
 
-    assert report.lost == 1
+    assert report.withdrawn == 1
+    [first] = await attempts_of(lives.stores, job.id)
+    assert (first.attempt_number, first.outcome) == (1, AttemptOutcome.FAILED)
+    waiting = await find_job(lives.stores, job.id)
+    assert (waiting.status, waiting.attempts_count) == (JobStatus.RETRIED, 1)
+    assert waiting.started_at is not None
+
+
+@pytest.fixture(params=[KeeperKind.NATIVE, KeeperKind.PYTHON])
+def any_keeper(request: pytest.FixtureRequest, keeper_build_dir: Path) -> ProcessLauncher:
+    """The compiled exit keeper and its Python twin, which must write the same abandonment record."""
+    kind: KeeperKind = request.param
+    return ProcessLauncher(keeper_command(kind, keeper_build_dir))
+
+
+async def test_a_keeper_abandoned_before_its_go_ahead_says_so_and_its_attempt_is_withdrawn(
+    lives: Lives, any_keeper: ProcessLauncher, tmp_path: Path
+) -> None:
+    log = tmp_path / "executions.log"
+    script = write_script(tmp_path, "fails.sh", f'echo "$JOB_ATTEMPT" >> {log}\nexit 3\n')
+    job = await submit(lives.stores, script, max_attempts=1)
+    # A previous life: the attempt claimed, its keeper started and its pid committed; then the service died.
+    [claimed] = await lives.stores.attempts.claim_due_jobs(node_id=NODE_ID, limit=1)
+    files = attempt_files(lives.output_dir, job.id, 1)
+    process = any_keeper.start(
+        ProcessSpec(
+            argv=[str(script)],
+            environment=dict(os.environ),
+            stdout_path=files.stdout,
+            stderr_path=files.stderr,
+            status_path=files.exit_status,
+        )
+    )
+    await lives.stores.attempts.record_process_started(
+        attempt_id=claimed.attempt_id,
+        pid=process.pid,
+        process_started_at=process.started_at,
+        started_at=process.spawned_at,
+    )
+    process.abandon()
+    _, status = await asyncio.to_thread(os.waitpid, process.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 124
+    recorded = read_exit_status(files.exit_status, str(script), keeper_pid=process.pid)
+    assert recorded is not None
+    assert recorded.abandoned
+
+    supervisor = lives.supervisor()
+    report = await lives.reconciler(supervisor).run_once()
+
+    assert (report.examined, report.withdrawn, report.lost, report.recovered) == (1, 1, 0, 0)
+    assert await attempts_of(lives.stores, job.id) == []
+    assert not files.exit_status.exists()
+    assert executions(log) == []
+    await supervisor.run_once()
+    finished = await wait_for_final(lives.stores, job.id)
+    assert (finished.status, finished.attempts_count, finished.exit_code) == (JobStatus.CRASHED, 1, 3)
+    assert executions(log) == ["1"]
+
+
+async def test_an_abandonment_written_by_another_keeper_says_nothing_of_this_one(lives: Lives, tmp_path: Path) -> None:
+    job = await submit(lives.stores, write_script(tmp_path, "sleeps.sh", "exec sleep 30\n"), max_attempts=2)
+    attempt = await lives.previous_life(job)  # released: its program runs
+    assert attempt.pid is not None
+    # Left by the keeper of an earlier, withdrawn, claim of the same attempt number.
+    status_file = attempt_files(lives.output_dir, job.id, 1).exit_status
+    status_file.write_text('{"abandoned":true,"keeper_pid":1,"duration_ns":0,"finished_at_ns":0}\n')
+    os.killpg(attempt.pid, signal.SIGKILL)  # this keeper dies with its program and writes nothing
+    await asyncio.to_thread(os.waitpid, attempt.pid, 0)
+
+    report = await lives.reconciler(lives.supervisor()).run_once()
+
+    assert (report.lost, report.withdrawn) == (1, 0), "a program that ran was taken for one that never did"
     [recorded] = await attempts_of(lives.stores, job.id)
     assert recorded.outcome is AttemptOutcome.LOST
-    assert recorded.error is not None
-    assert "never ran" in recorded.error
 
 
 async def test_a_keeper_that_never_got_its_go_ahead_never_runs_the_program(lives: Lives, tmp_path: Path) -> None:
@@ -251,7 +358,12 @@ async def test_a_keeper_that_never_got_its_go_ahead_never_runs_the_program(lives
     _, status = await asyncio.to_thread(os.waitpid, process.pid, 0)
     assert os.waitstatus_to_exitcode(status) == 124
     assert not marker.exists()
-    assert not files.exit_status.exists()
+    assert json.loads(files.exit_status.read_text()) == {
+        "abandoned": True,
+        "keeper_pid": process.pid,
+        "duration_ns": 0,
+        "finished_at_ns": ANY,
+    }
 
 
 async def test_attempts_of_other_nodes_are_left_alone_and_a_second_run_finds_nothing(lives: Lives) -> None:
@@ -267,8 +379,7 @@ async def test_attempts_of_other_nodes_are_left_alone_and_a_second_run_finds_not
     assert (first.examined, second.examined) == (1, 0)
     [other] = await attempts_of(lives.stores, theirs.job_id)
     assert other.outcome is AttemptOutcome.RUNNING
-    [own] = await attempts_of(lives.stores, mine.job_id)
-    assert own.outcome is AttemptOutcome.LOST
+    assert await attempts_of(lives.stores, mine.job_id) == [], "never ran: withdrawn"
 
 
 async def test_without_a_keeper_a_leftover_is_ended_so_it_never_runs_beside_its_retry(

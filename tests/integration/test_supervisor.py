@@ -47,7 +47,8 @@ def config(tmp_path: Path, **overrides: Any) -> SupervisorConfig:
         "retry_policy": RetryPolicy(base_seconds=0.05, cap_seconds=0.05),
         "parent_environment": {**os.environ, "DATABASE_URL": SECRET_DATABASE_URL, "SOME_TOKEN": "s3cr3t"},
     }
-    return supervisor_config(NODE_ID, tmp_path / "output", **(values | overrides))
+    output_dir = overrides.pop("output_dir", tmp_path / "output")
+    return supervisor_config(NODE_ID, output_dir, **(values | overrides))
 
 
 @pytest.fixture
@@ -191,6 +192,63 @@ async def test_missing_program_ends_in_spawn_failed_attempts(
         assert attempt.error is not None
         assert "not found" in attempt.error
         assert "no-such-program" in attempt.error
+
+
+async def test_an_output_folder_that_cannot_be_made_gives_spawn_failed_not_a_stuck_attempt(
+    make_supervisor: MakeSupervisor, stores: Stores, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should go\n")  # unusable even for root
+    marker = tmp_path / "ran"
+    job = await submit(stores, write_script(tmp_path, "marks.sh", f"touch {marker}\n"), max_attempts=1)
+
+    finished = await run_until_final(make_supervisor(output_dir=blocker), stores, job.id)
+
+    assert finished.status is JobStatus.CRASHED
+    [attempt] = await stores.jobs.list_attempts(job.id)
+    assert attempt.outcome is AttemptOutcome.SPAWN_FAILED
+    assert attempt.error is not None
+    assert "could not prepare the output files" in attempt.error
+    assert str(blocker) in attempt.error
+    assert not marker.exists()
+
+
+async def test_a_process_start_that_cannot_be_recorded_is_withdrawn_and_its_program_never_runs(
+    make_supervisor: MakeSupervisor, stores: Stores, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    job = await submit(stores, write_script(tmp_path, "marks.sh", f"echo ran >> {marker}\n"), max_attempts=1)
+    # A real error from the database, not one a retry mends: every write of a pid is refused.
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "CREATE FUNCTION refuse_pid() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'pid refused for the test'; END $$"
+            )
+        )
+        await connection.execute(
+            text(
+                "CREATE TRIGGER refuse_pid BEFORE UPDATE OF pid ON attempts FOR EACH ROW "
+                "WHEN (NEW.pid IS NOT NULL) EXECUTE FUNCTION refuse_pid()"
+            )
+        )
+    supervisor = make_supervisor()
+
+    assert await supervisor.run_once() == 1
+    assert await supervisor.wait_until_idle(WAIT_SECONDS)
+
+    assert supervisor.running_count == 0, "the slot was not given back"
+    assert await stores.jobs.list_attempts(job.id) == []
+    waiting = await find_job(stores, job.id)
+    assert (waiting.status, waiting.attempts_count) == (JobStatus.QUEUED, 0)
+    assert not marker.exists(), "the program ran although its process was never recorded"
+
+    async with engine.begin() as connection:
+        await connection.execute(text("DROP TRIGGER refuse_pid ON attempts"))
+    finished = await run_until_final(supervisor, stores, job.id)
+
+    assert (finished.status, finished.attempts_count) == (JobStatus.COMPLETED, 1)
+    assert marker.read_text().splitlines() == ["ran"]
 
 
 async def test_job_killed_by_a_signal_is_recorded_as_killed(

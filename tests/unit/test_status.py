@@ -19,6 +19,7 @@ from service.domain.status import (
     check_transition,
     status_after_attempt,
     status_when_reopened,
+    status_when_withdrawn,
 )
 
 Q, R, T, D, C, X = (
@@ -32,10 +33,12 @@ Q, R, T, D, C, X = (
 
 # The lifecycle of a job, written out independently of the table under test: a queued job starts
 # (or is cancelled); a job with an attempt in flight completes, is retried, crashes or is cancelled; a retried
-# job may be retried again; final statuses go nowhere.
+# job may be retried again; a first attempt whose program never ran is withdrawn (running → queued); final
+# statuses go nowhere.
 EXPECTED_TRANSITIONS = {
     (Q, R),
     (Q, X),
+    (R, Q),
     (R, D),
     (R, T),
     (R, C),
@@ -83,8 +86,35 @@ def test_disallowed_transition_raises_naming_both_statuses(pair: tuple[JobStatus
     assert repr(proposed.value) in str(raised.value)
 
 
-def test_nothing_ever_returns_to_queued() -> None:
-    assert all(Q not in targets for targets in ALLOWED_TRANSITIONS.values())
+def test_only_a_running_job_returns_to_queued() -> None:
+    assert [status for status, targets in ALLOWED_TRANSITIONS.items() if Q in targets] == [R]
+
+
+def test_a_withdrawn_first_attempt_puts_the_job_back_in_the_queue() -> None:
+    assert status_when_withdrawn(R, 1) is Q
+
+
+@pytest.mark.parametrize("attempt_number", [2, 3, 5])
+def test_a_withdrawn_later_attempt_leaves_the_job_retried(attempt_number: int) -> None:
+    assert status_when_withdrawn(T, attempt_number) is T
+
+
+@pytest.mark.parametrize(("current", "attempt_number"), [(R, 1), (T, 2)])
+def test_a_withdrawn_attempt_of_a_job_whose_cancel_was_asked_for_cancels_it(
+    current: JobStatus, attempt_number: int
+) -> None:
+    assert status_when_withdrawn(current, attempt_number, cancel_requested=True) is X
+
+
+@pytest.mark.parametrize("current", [Q, D, C, X])
+def test_only_a_job_with_an_attempt_in_flight_can_have_one_withdrawn(current: JobStatus) -> None:
+    with pytest.raises(IllegalTransitionError):
+        status_when_withdrawn(current, 2)
+
+
+def test_a_first_attempt_of_a_retried_job_cannot_be_withdrawn_to_queued() -> None:
+    with pytest.raises(IllegalTransitionError):
+        status_when_withdrawn(T, 1)
 
 
 @pytest.mark.parametrize("status", list(JobStatus), ids=str)
