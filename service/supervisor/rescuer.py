@@ -4,20 +4,20 @@ NodeStore.rescue). Runs only where nodes have leases."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
-from service.db.errors import DatabaseUnavailableError
 from service.db.node_store import NodeStore, RescueReport
 from service.domain.lease import LeaseTimeline
 from service.domain.retry import RetryPolicy
+from service.supervisor.periodic import PeriodicTask
 
 logger = logging.getLogger(__name__)
 
 
 class Rescuer:
+    """`start()` runs `run_once()` every rescue-check interval until `stop()`."""
+
     def __init__(
         self,
         nodes: NodeStore,
@@ -32,22 +32,15 @@ class Rescuer:
         self._lease = lease
         self._retry_policy = retry_policy
         self._on_rescued = on_rescued
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = PeriodicTask(
+            "the rescuer", self.run_once, interval_seconds=lease.rescue_check_interval_seconds
+        )
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="supervisor:rescuer")
-        self._task.add_done_callback(self._ended)
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("the rescuer died; dead nodes' jobs wait for another node", exc_info=task.exception())
+        await self._periodic.stop()
 
     async def run_once(self) -> RescueReport:
         report = await self._nodes.rescue(
@@ -64,11 +57,3 @@ class Rescuer:
             )
             self._on_rescued()
         return report
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except DatabaseUnavailableError as error:
-                logger.warning("looking for dead nodes failed (%s); trying again", error)
-            await asyncio.sleep(self._lease.rescue_check_interval_seconds)
