@@ -33,6 +33,7 @@ from service.supervisor.endings import (
     with_limit_described,
 )
 from service.supervisor.observer import UNKNOWN_PROGRAM, NoObserver, SupervisorObserver
+from service.supervisor.periodic import STOP_WAIT_SECONDS
 from service.supervisor.recorder import OutcomeRecorder
 from service.supervisor.tasks import TaskSet
 
@@ -139,9 +140,13 @@ class Supervisor:
         """Stop claiming, deal with running jobs as SHUTDOWN_MODE says, and finish the writes under way."""
         self._stopping = True
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            # The round under way ends by itself (bounded): cut off mid-statement, it would leak its connection.
+            self._wakeup.set()
+            done, _ = await asyncio.wait({self._loop_task}, timeout=STOP_WAIT_SECONDS)
+            if not done:
+                self._loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._loop_task
             self._loop_task = None
         grace = self._config.shutdown_grace_seconds
         mode = self._config.shutdown_mode

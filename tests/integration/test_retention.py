@@ -86,7 +86,11 @@ async def test_a_drainer_that_finds_the_rollup_locked_leaves_it_to_the_holder(
 
 
 @pytest.fixture
-async def supervisor(stores: Stores, launcher: ProcessLauncher, tmp_path: Path) -> AsyncIterator[Supervisor]:
+async def supervisor(
+    engine: AsyncEngine, stores: Stores, launcher: ProcessLauncher, tmp_path: Path
+) -> AsyncIterator[Supervisor]:
+    # Before the supervisor starts: use_utc disposes of the engine's pool, which must not happen under a claim round.
+    await use_utc(engine)
     supervisors = Supervisors(stores, launcher)
     created = supervisors.create(supervisor_config(NODE_ID, tmp_path / "output"))
     await created.start()
@@ -136,7 +140,6 @@ async def test_output_past_its_retention_is_removed_and_its_tails_stay(
 async def test_finished_jobs_past_their_retention_are_deleted_and_stats_stay_equal_to_a_scan(
     engine: AsyncEngine, stores: Stores, supervisor: Supervisor, tmp_path: Path
 ) -> None:
-    await use_utc(engine)
     old_ids = await run_jobs(stores, supervisor, tmp_path, 5)
     drainer = StatsDrainer(engine, interval_seconds=60)
     await drainer.run_once()  # the rollup counts the old jobs
