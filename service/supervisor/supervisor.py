@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 from service.db.attempt_store import AttemptStore
 from service.db.errors import DatabaseUnavailableError, describe
@@ -39,7 +38,6 @@ from service.supervisor.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 KILL_WAIT_SECONDS = 5.0
 # While a cancelled or timed-out attempt's group still has processes after its leader ended, look this often.
