@@ -168,27 +168,39 @@ def fold_ctes(*, rebuild: bool = False) -> str:
     """
 
 
-def scan_ctes() -> str:
+def scan_ctes(*, every_value: bool = False) -> str:
     """CTEs answering a scan directly: the most frequent values per dimension (over the value sample), the sample's
-    size, and the recent window's counts (over every attempt of the window)."""
+    size, and the recent window's counts (over every attempt of the window). With `every_value`, every value of
+    every attempt instead (the attempts outside a window, subtracted from the rollup's values)."""
     values = "".join(
         f",\n {d.column}" if d.fact_column else f",\n {d.expression} AS {d.column}" for d in VALUE_DIMENSIONS
     )
-    return f"""
-        value_facts AS MATERIALIZED (
-            SELECT succeeded{values}
-            FROM facts
-            WHERE sample_bucket < {_HASH_RANGE}.0 * :value_sample_attempts / greatest((SELECT count(*) FROM facts), 1)
-        ),
-        value_sample AS (SELECT {_COUNTS} FROM value_facts),
-        value_counts AS ({_VALUE_COUNTS_OF_SAMPLE}),
-        value_top AS (
+    sample = (
+        ""
+        if every_value
+        else f"WHERE sample_bucket < {_HASH_RANGE}.0 * :value_sample_attempts"
+        " / greatest((SELECT count(*) FROM facts), 1)"
+    )
+    top = (
+        "SELECT dimension, key, total, successes FROM value_counts"
+        if every_value
+        else f"""
             SELECT dimension, key, total, successes FROM (
                 SELECT *, row_number() OVER (PARTITION BY dimension ORDER BY total DESC, key) AS frequency_rank
                 FROM value_counts
             ) AS ranked
             WHERE frequency_rank <= {TOP_VALUES}
+        """
+    )
+    return f"""
+        value_facts AS MATERIALIZED (
+            SELECT succeeded{values}
+            FROM facts
+            {sample}
         ),
+        value_sample AS (SELECT {_COUNTS} FROM value_facts),
+        value_counts AS ({_VALUE_COUNTS_OF_SAMPLE}),
+        value_top AS ({top}),
         recent_counts AS (
             SELECT CASE WHEN GROUPING(program) = 0 THEN '{PROGRAM_KIND}' ELSE '{FAMILY_KIND}' END AS kind,
                    CASE WHEN GROUPING(program) = 0 THEN program ELSE name_family END AS value,
@@ -210,23 +222,30 @@ SCAN_ROWS = f"""
 """
 """Rows of the rollup's shape carrying the scan's value counts, the size of their sample and the recent counts."""
 
-READ_ROLLUP = f"""
-    SELECT '{ALL_PROGRAMS}' AS program, '{VALUE_PREFIX}' || d.dimension AS dimension, v.key::text AS key,
-           v.total, v.successes
-    FROM unnest(CAST(:dimensions AS text[])) AS d (dimension)
-    CROSS JOIN LATERAL (
-        SELECT key, total, successes FROM stats_rollup_values
-        WHERE scope = :scope AND dimension = d.dimension
-        ORDER BY total DESC
-        LIMIT {TOP_VALUES}
-    ) AS v
-    UNION ALL
-    SELECT '{ALL_PROGRAMS}', '{RECENT_PREFIX}' || kind, to_jsonb(value)::text, sum(total), sum(successes)
-    FROM stats_rollup_hours
-    WHERE scope = :scope AND hour >= :recent_since
-    GROUP BY kind, value
-"""
+
+def _read_rollup(values: str) -> str:
+    return f"""
+        SELECT '{ALL_PROGRAMS}' AS program, '{VALUE_PREFIX}' || d.dimension AS dimension, v.key::text AS key,
+               v.total, v.successes
+        FROM unnest(CAST(:dimensions AS text[])) AS d (dimension)
+        CROSS JOIN LATERAL (
+            SELECT key, total, successes FROM stats_rollup_values
+            WHERE scope = :scope AND dimension = d.dimension
+            {values}
+        ) AS v
+        UNION ALL
+        SELECT '{ALL_PROGRAMS}', '{RECENT_PREFIX}' || kind, to_jsonb(value)::text, sum(total), sum(successes)
+        FROM stats_rollup_hours
+        WHERE scope = :scope AND hour >= :recent_since
+        GROUP BY kind, value
+    """
+
+
+READ_ROLLUP = _read_rollup(f"ORDER BY total DESC LIMIT {TOP_VALUES}")
 """The most frequent values of each dimension (an index scan each) and the recent window, in one statement."""
+READ_ROLLUP_FREQUENT = _read_rollup("AND total >= :minimum")
+"""The same with every value at least `minimum` attempts have: once the attempts outside a window are subtracted,
+the window's most frequent values may be others than the rollup's."""
 
 VALUE_TABLES = ("stats_rollup_values", "stats_rollup_hours")
 OVERLAP_TABLE = "stats_rollup_overlaps"

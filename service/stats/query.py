@@ -193,16 +193,80 @@ def scan_sql(
     """
     facts_where, parameters = filters.attempt_conditions()
     jobs_where, _ = filters.job_conditions()
-    counts = counts_sql(
+    sample = discovery_sql.VALUE_SAMPLE_ATTEMPTS if value_sample_attempts is None else value_sample_attempts
+    return _scan(
         patterns,
         facts_where=facts_where,
         jobs_source=_JOBS_BY_STATUS.format(where=jobs_where),
-        discovery_ctes=discovery_sql.scan_ctes(),
+        parameters={**parameters, "recent_since": recent_since, "value_sample_attempts": sample},
+    )
+
+
+# A finished attempt is either counted in the rollup or still queued (a fold moves it from one to the other in one
+# transaction): in one snapshot, the rollup plus the queue is every finished attempt.
+_NOT_QUEUED = (
+    "NOT EXISTS (SELECT FROM stats_rollup_pending_attempts AS queued"
+    " WHERE queued.attempt_id = attempt_facts.attempt_id)"
+)
+_QUEUED_FACTS = """
+    (SELECT attempt_id AS queued_id FROM stats_rollup_pending_attempts) AS queued CROSS JOIN LATERAL (
+        SELECT * FROM attempt_facts WHERE attempt_facts.attempt_id = queued.queued_id OFFSET 0
+    ) AS attempt_facts
+"""
+_NO_JOBS = "SELECT ''::text AS program, ''::text AS status, false AS retried, 0::bigint AS jobs WHERE false"
+
+
+def outside_sql(
+    patterns: Sequence[Pattern], filters: StatsFilters, recent_since: datetime
+) -> tuple[str, dict[str, object]]:
+    """The scan's rows over what a window leaves out of the rollup: the attempts of the filter's program that
+    started outside the window and are counted in the rollup (not queued), the jobs created outside it, and every
+    value of those attempts (not a sample: they are subtracted from the rollup's values)."""
+    facts_where, parameters = filters.outside_attempt_conditions()
+    jobs_where, _ = filters.outside_job_conditions()
+    return _scan(
+        patterns,
+        facts_where=f"{facts_where} AND {_NOT_QUEUED}",
+        jobs_source=_JOBS_BY_STATUS.format(where=jobs_where),
+        parameters={**parameters, "recent_since": recent_since},
+        every_value=True,
+    )
+
+
+def queued_sql(
+    patterns: Sequence[Pattern], filters: StatsFilters, recent_since: datetime
+) -> tuple[str, dict[str, object]]:
+    """The scan's rows over the queued attempts inside the window (finished since the last fold: not in the rollup
+    yet), every value counted; no jobs (the rollup's jobs plus the queued job counts are all the jobs)."""
+    facts_where, parameters = filters.attempt_conditions()
+    return _scan(
+        patterns,
+        facts_where=facts_where,
+        facts_from=_QUEUED_FACTS,
+        jobs_source=_NO_JOBS,
+        parameters={**parameters, "recent_since": recent_since},
+        every_value=True,
+    )
+
+
+def _scan(
+    patterns: Sequence[Pattern],
+    *,
+    facts_where: str,
+    jobs_source: str,
+    parameters: dict[str, object],
+    facts_from: str = "attempt_facts",
+    every_value: bool = False,
+) -> tuple[str, dict[str, object]]:
+    counts = counts_sql(
+        patterns,
+        facts_where=facts_where,
+        facts_from=facts_from,
+        jobs_source=jobs_source,
+        discovery_ctes=discovery_sql.scan_ctes(every_value=every_value),
         discovery_rows=discovery_sql.SCAN_ROWS,
         discovery_columns=discovery_sql.scan_fact_columns(),
     )
-    sample = discovery_sql.VALUE_SAMPLE_ATTEMPTS if value_sample_attempts is None else value_sample_attempts
-    parameters = {**parameters, "recent_since": recent_since, "value_sample_attempts": sample}
     sql = f"""
         SELECT program, dimension, key::text AS key, total, successes
         FROM ({counts}) AS counts (program, dimension, key, total, successes)
