@@ -21,7 +21,7 @@ from service.stats.overlap import candidates, count_overlaps, resolve, rollup_ov
 from service.stats.patterns import PATTERNS, Pattern
 from service.stats.query import CountRow, decode_rows
 from service.stats.report import StatsReport, build_report
-from service.stats.rollup import QUEUE_TABLES, read_rollup, refresh_rollup, scan_counts
+from service.stats.rollup import QUEUE_TABLES, prepare_scan, read_rollup, refresh_rollup, scan_counts
 from service.stats.summary import summarize
 
 logger = logging.getLogger(__name__)
@@ -134,6 +134,7 @@ async def _compute(
     chosen = candidates(ranked)
     if filters.needs_scan:
         async with engine.connect() as connection:
+            await prepare_scan(connection)
             overlaps = await count_overlaps(connection, chosen, filters, report.finished_attempts)
         counted_at = report.finished_attempts
     else:

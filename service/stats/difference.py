@@ -24,9 +24,13 @@ from service.stats.discovery import MIN_SUPPORT_ATTEMPTS, MIN_SUPPORT_SHARE
 from service.stats.filters import StatsFilters
 from service.stats.patterns import Pattern
 from service.stats.query import ALL, CountRow, decode_rows, outside_sql, queued_sql
+from service.stats.rollup import prepare_scan
 
 DIFFERENCE_MIN_WINDOW_ATTEMPTS = 20_000
 """Below this many attempts in the window a scan is quick anyway, and exact in every figure."""
+DIFFERENCE_MAX_OUTSIDE_SHARE = 0.2
+"""The outside's every value is counted (a window's are sampled): past this share of the attempts outside the
+window, reading the outside costs more than scanning the window."""
 
 _ROLLUP = text(
     "SELECT program, dimension, key::text AS key, total, successes FROM stats_rollup "
@@ -54,7 +58,8 @@ class WindowSides:
     """Estimated attempts that started inside and outside the window (whatever the program)."""
 
     def prefer_difference(self, minimum_window: int) -> bool:
-        return self.inside >= minimum_window and self.outside < self.inside
+        everything = self.inside + self.outside
+        return self.inside >= minimum_window and self.outside <= DIFFERENCE_MAX_OUTSIDE_SHARE * everything
 
 
 async def estimate_sides(connection: AsyncConnection, filters: StatsFilters) -> WindowSides:
@@ -103,6 +108,7 @@ def _top_values(counts: dict[Key, list[int]], minimum: float) -> list[CountRow]:
             per_dimension[key[1]].append((key, figures))
     chosen: dict[Key, list[int]] = {}
     for entries in per_dimension.values():
+        # As a scan ranks them: ties by the JSON text, in code point order (COLLATE "C").
         entries.sort(key=lambda entry: (-entry[1][0], entry[0][2]))
         chosen.update(entries[: discovery_sql.TOP_VALUES])
     return _rows(chosen)
@@ -121,8 +127,7 @@ async def difference_counts(
         snapshot = await connection.execution_options(isolation_level="REPEATABLE READ")
         async with snapshot.begin():
             await snapshot.execute(text("SET TRANSACTION READ ONLY"))
-            # Planned once, run once over few rows: JIT compilation would cost more than it saves.
-            await snapshot.execute(text("SET LOCAL jit = off"))
+            await prepare_scan(snapshot)
             program = {"program": filters.program}
             rollup = list((await snapshot.execute(_ROLLUP, program)).all())
             queued_jobs = list((await snapshot.execute(_QUEUED_JOBS, program)).all())
@@ -152,7 +157,7 @@ async def difference_counts(
     recent = [r for r in rollup_values if r.dimension.startswith(discovery_sql.RECENT_PREFIX)]
     return (
         _rows(counts),
-        _window_values(values, queued, outside, minimum),
+        _window_values(values, queued, outside, minimum, dimensions=parameters["dimensions"]),
         _rows(
             _combine(
                 [
@@ -170,10 +175,17 @@ def _of(rows: Sequence[Any], prefix: str) -> list[Any]:
 
 
 def _window_values(
-    rollup_values: Sequence[Any], queued: Sequence[Any], outside: Sequence[Any], minimum: float
+    rollup_values: Sequence[Any],
+    queued: Sequence[Any],
+    outside: Sequence[Any],
+    minimum: float,
+    *,
+    dimensions: object,
 ) -> list[CountRow]:
-    """The values the rollup has at least about `minimum` times, or the queue has, less the outside's."""
+    """The values of `dimensions` the rollup has at least about `minimum` times, or the queue has, less the
+    outside's (with a program filter, the program is not a dimension: it has one value)."""
     queued_values, outside_values = _of(queued, discovery_sql.VALUE_PREFIX), _of(outside, discovery_sql.VALUE_PREFIX)
-    candidates = {(r.program, r.dimension, r.key) for r in (*rollup_values, *queued_values)}
+    wanted = {f"{discovery_sql.VALUE_PREFIX}{d}" for d in dimensions} if isinstance(dimensions, list) else set()
+    candidates = {(r.program, r.dimension, r.key) for r in (*rollup_values, *queued_values) if r.dimension in wanted}
     counts = _combine([(1, rollup_values), (1, queued_values), (-1, outside_values)])
     return _top_values({key: figures for key, figures in counts.items() if key in candidates}, minimum)

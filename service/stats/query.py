@@ -96,12 +96,15 @@ def counts_sql(
         if patterns
         else ""
     )
-    breakdowns = "\n        UNION ALL".join(
-        f"""
-        SELECT program, '{d.name}', coalesce({d.key}, 'null'), count(*), count(*) FILTER (WHERE succeeded)
-        FROM facts GROUP BY {", ".join(("program", *d.columns))}"""
-        for d in DIMENSIONS
-    )
+    # Every breakdown in one pass over the facts (one hash table per grouping set), not one pass each.
+    dimension = " ".join(f"WHEN GROUPING({d.columns[0]}) = 0 THEN '{d.name}'" for d in DIMENSIONS if d.columns)
+    key = " ".join(f"WHEN GROUPING({d.columns[0]}) = 0 THEN {d.key}" for d in DIMENSIONS if d.columns)
+    grouping_sets = ", ".join(f"({', '.join(('program', *d.columns))})" for d in DIMENSIONS)
+    whole = next(d.key for d in DIMENSIONS if not d.columns)
+    breakdowns = f"""
+        SELECT program, CASE {dimension} ELSE '{ALL}' END, coalesce(CASE {key} ELSE {whole} END, 'null'),
+               count(*), count(*) FILTER (WHERE succeeded)
+        FROM facts GROUP BY GROUPING SETS ({grouping_sets})"""
     return f"""
         WITH {leading_ctes}
         facts AS MATERIALIZED (

@@ -26,6 +26,7 @@ from service.stats.query import CountRow, decode_rows, fold_sql, rebuild_sql, re
 ROLLUP_LOCK_KEY = 5_716_220_431
 # A rebuild aggregates every attempt at once; more memory than the default 4 MB keeps it off the disk.
 REBUILD_WORK_MEM = "64MB"
+SCAN_WORK_MEM = "32MB"
 
 QUEUE_TABLES = ("stats_rollup_pending_attempts", "stats_rollup_pending_jobs", "stats_rollup_invalidations")
 
@@ -92,6 +93,15 @@ async def read_rollup(connection: AsyncConnection, program: str | None) -> list[
 async def scan_counts(
     connection: AsyncConnection, patterns: Sequence[Pattern], filters: StatsFilters, recent_since: datetime
 ) -> list[CountRow]:
+    await prepare_scan(connection)
     sql, parameters = scan_sql(patterns, filters, recent_since)
     result = await connection.execute(text(sql), parameters)
     return decode_rows(result.all())
+
+
+async def prepare_scan(connection: AsyncConnection) -> None:
+    """Settings for the statements that read a window's attempts, for the caller's transaction: no JIT (compiling
+    the few hundred expressions of such a statement takes longer than the expressions do), and the memory to keep
+    its facts and hash tables off the disk."""
+    await connection.execute(text("SET LOCAL jit = off"))
+    await connection.execute(text(f"SET LOCAL work_mem = '{SCAN_WORK_MEM}'"))
