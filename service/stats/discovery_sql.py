@@ -186,7 +186,9 @@ def scan_ctes(*, every_value: bool = False) -> str:
         if every_value
         else f"""
             SELECT dimension, key, total, successes FROM (
-                SELECT *, row_number() OVER (PARTITION BY dimension ORDER BY total DESC, key::text COLLATE "C") AS frequency_rank
+                SELECT *, row_number() OVER (
+                    PARTITION BY dimension ORDER BY total DESC, key::text COLLATE "C"
+                ) AS frequency_rank
                 FROM value_counts
             ) AS ranked
             WHERE frequency_rank <= {TOP_VALUES}
