@@ -157,7 +157,7 @@ async def finish_more(database_url: str, count: int) -> None:
         await connection.close()
 
 
-def measure(base_url: str, database_url: str, requests: int) -> dict[str, dict[str, float]]:
+def measure(base_url: str, database_url: str, requests: int) -> dict[str, dict[str, Any]]:
     def from_rollup(body: dict[str, Any]) -> None:
         assert body["computedFrom"] == "rollup", body["computedFrom"]
 
