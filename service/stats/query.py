@@ -131,54 +131,6 @@ def counts_sql(
 _JOBS_BY_STATUS = """
     SELECT program, status, attempts_count > 1 AS retried, count(*) AS jobs FROM jobs WHERE {where} GROUP BY 1, 2, 3
 """
-_ROLLUP_COLUMNS = "INSERT INTO stats_rollup AS r (program, dimension, key, total, successes)"
-_ADD_TO_EXISTING = """
-    ON CONFLICT (program, dimension, key) DO UPDATE
-    SET total = r.total + excluded.total, successes = r.successes + excluded.successes
-"""
-
-
-def fold_sql(patterns: Sequence[Pattern]) -> str:
-    """Consume the queues and add what they hold to the rollup, in one statement (one snapshot)."""
-    return counts_sql(
-        patterns,
-        leading_ctes="""
-            consumed_attempts AS (
-                DELETE FROM stats_rollup_pending_attempts RETURNING attempt_id AS pending_attempt_id
-            ),
-            consumed_jobs AS (DELETE FROM stats_rollup_pending_jobs RETURNING program, status, retried, jobs),
-        """,
-        # OFFSET 0 keeps this a lookup per queued attempt: the planner cannot turn it into a scan of all attempts
-        # because of a stale estimate of the queue's size.
-        facts_from="""
-            consumed_attempts CROSS JOIN LATERAL (
-                SELECT * FROM attempt_facts WHERE attempt_facts.attempt_id = pending_attempt_id OFFSET 0
-            ) AS attempt_facts
-        """,
-        facts_where="true",
-        jobs_source="SELECT program, status, retried, jobs FROM consumed_jobs",
-        insert_into=_ROLLUP_COLUMNS,
-        on_conflict=_ADD_TO_EXISTING,
-        discovery_ctes=discovery_sql.fold_ctes(),
-        discovery_columns=discovery_sql.fact_columns(),
-    )
-
-
-def rebuild_sql(patterns: Sequence[Pattern]) -> str:
-    """Empty the queues and count every finished attempt and every job, in one statement (one snapshot)."""
-    return counts_sql(
-        patterns,
-        leading_ctes="""
-            cleared_attempts AS (DELETE FROM stats_rollup_pending_attempts),
-            cleared_jobs AS (DELETE FROM stats_rollup_pending_jobs),
-            cleared_invalidations AS (DELETE FROM stats_rollup_invalidations),
-        """,
-        facts_where="true",
-        jobs_source=_JOBS_BY_STATUS.format(where="true"),
-        insert_into=_ROLLUP_COLUMNS,
-        discovery_ctes=discovery_sql.fold_ctes(rebuild=True),
-        discovery_columns=discovery_sql.fact_columns(),
-    )
 
 
 def scan_sql(
