@@ -383,20 +383,20 @@ def compare(server_url: str, template: str, trees: dict[str, Path], *, rounds: i
                 for key, value in figures.items()
             }
     print()
-    header = "".join(f" {name + ' p50 / p95 ms':>26}" for name in trees)
-    print(f"{'request':<40}{header}")
+    header = "".join(f" {name + ' p50 / p95 ms':>24}" for name in trees)
+    print(f"{'request':<40}{header}  computedFrom")
     for request in medians[next(iter(trees))]:
         if request == "rebuild":
             continue
         cells = "".join(
-            f" {medians[name][request]['p50_ms']:>11,.1f} / {medians[name][request]['p95_ms']:>9,.1f}"
-            f" {medians[name][request].get('computed_from', '')[:1]:>1}"
+            f" {medians[name][request]['p50_ms']:>10,.1f} / {medians[name][request]['p95_ms']:>9,.1f}   "
             for name in trees
         )
-        print(f"{request:<40}{cells}")
-    rebuilds = "".join(f" {medians[name]['rebuild']['median_s']:>24.1f} s" for name in trees)
+        served = " | ".join(str(medians[name][request].get("computed_from", "-")) for name in trees)
+        print(f"{request:<40}{cells}  {served}")
+    rebuilds = "".join(f" {medians[name]['rebuild']['median_s']:>22.1f} s " for name in trees)
     print(f"{'rollup rebuild (GET /stats after one)':<40}{rebuilds}")
-    print(f"(r: rollup, s: scan; load average 1 min after each run: {loads})")
+    print(f"(medians of {rounds} rounds; load average 1 min after each run: {loads})")
     results = {
         "template": template,
         "trees": {k: str(v) for k, v in trees.items()},

@@ -98,13 +98,12 @@ def _figures(report: StatsReport) -> dict[str, object]:
     assert report.discovery is not None
     return {
         "totals": (report.total_jobs, report.finished_attempts, report.successful_attempts, report.decided_jobs),
-        "patterns": [(p.pattern.id, p.match_count, p.success_count, p.adjusted_p_value) for p in report.patterns],
+        # Not the adjusted p-values, nor the findings they rank: a scan's recent window does not start at a whole hour,
+        # so its change findings, hypotheses of the same correction, may differ (the value counts are compared above).
+        "patterns": sorted((p.pattern.id, p.match_count, p.success_count, p.others_count) for p in report.patterns),
         "breakdowns": (report.outcomes, report.programs, report.nodes, report.hours_of_day, report.name_families),
         "what_if": report.what_if,
         "flaky": report.flaky_names,
-        "values": [
-            (f.id, f.match_count, f.success_count, f.others_count) for f in report.discovery.findings if f.dimension
-        ],
     }
 
 
