@@ -147,10 +147,12 @@ async def difference_counts(
             finished = sum(total for (_, dimension, _), (total, _) in counts.items() if dimension == ALL)
             queued_attempts = sum(int(r.total) for r in queued if r.dimension == ALL)
             minimum = max(MIN_SUPPORT_ATTEMPTS, MIN_SUPPORT_SHARE * finished)
-            # A value the window has `minimum` times has at least that many in the rollup, but for those queued.
+            # A value the window has `minimum` times has at least that many in the rollup, but for those queued and
+            # the shortfall a rebuild may leave.
+            shortfall = discovery_sql.REBUILD_MIN_VALUE_ATTEMPTS - 1
             parameters = {
                 **discovery_sql.read_parameters(filters.program, recent_since),
-                "minimum": max(1, int(minimum) - queued_attempts),
+                "minimum": max(1, int(minimum) - queued_attempts - shortfall),
             }
             rollup_values = list((await snapshot.execute(text(discovery_sql.READ_ROLLUP_FREQUENT), parameters)).all())
     values = [r for r in rollup_values if r.dimension.startswith(discovery_sql.VALUE_PREFIX)]
