@@ -94,6 +94,7 @@ def create_app(settings: Settings) -> Litestar:
             node_id = resolve_node_id(settings.node_id, settings.data_dir)
             output_dir = settings.data_dir / "output"
             keeper = await asyncio.to_thread(keeper_command, settings.exit_keeper, settings.data_dir / "bin")
+            launcher = ProcessLauncher(keeper, job_user=job_user, fork_server=settings.keeper_fork_server)
             retry_policy = RetryPolicy(
                 base_seconds=settings.retry_backoff_base, cap_seconds=settings.retry_backoff_cap_seconds
             )
@@ -113,7 +114,7 @@ def create_app(settings: Settings) -> Litestar:
                     output_tail_bytes=settings.output_tail_bytes,
                     lease_path=lease_path_for(settings.data_dir, settings.node_lease_seconds),
                 ),
-                ProcessLauncher(keeper, job_user=job_user),
+                launcher,
                 observer=metrics,
             )
             membership = _membership(settings, database, supervisor, node_id, retry_policy)
@@ -165,7 +166,10 @@ def create_app(settings: Settings) -> Litestar:
                 for loop in maintenance:
                     await loop.stop()
                 await listener.stop()
-                await membership.leave_after(supervisor.stop)
+                try:
+                    await membership.leave_after(supervisor.stop)
+                finally:
+                    await launcher.close()  # after the supervisor: nothing spawns or waits on it any more
         finally:
             await stats_engine.dispose()
             await engine.dispose()

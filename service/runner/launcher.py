@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from service.domain.limits import NO_LIMITS, JobLimits
 from service.runner.exit_status import ProcessExit, describe_output_error, describe_spawn_error, read_exit_status
+from service.runner.fork_server import ForkServer, ForkServerGoneError, Served, SpawnRefused, SpawnRequest
 from service.runner.identity import (
     HAS_PIDFD,
     IS_WINDOWS,
@@ -29,8 +31,11 @@ from service.runner.identity import (
     kill_member,
     live_group_members_linux,
     process_start_time,
+    start_time_from_ticks,
 )
 from service.runner.job_user import JobUser
+
+logger = logging.getLogger(__name__)
 
 # Where there is no pidfd, an adopted process is polled this often.
 ADOPTED_POLL_SECONDS = 0.5
@@ -60,6 +65,10 @@ class ProcessSpec:
 
 class SpawnError(Exception):
     """The program could not be started; the message says why in words a user can act on."""
+
+
+class StartNotMadeError(SpawnError):
+    """The fork server ended before it said it had started the keeper: the program did not run, and cannot."""
 
 
 class ExitUnknownError(Exception):
@@ -98,6 +107,7 @@ class RunningProcess:
         is_child: bool,
         go_ahead_fd: int | None = None,
         popen: subprocess.Popen[bytes] | None = None,
+        served: Served | None = None,
         started_monotonic: float,
     ) -> None:
         self.pid = pid
@@ -110,6 +120,8 @@ class RunningProcess:
         self._is_child = is_child
         self._go_ahead_fd = go_ahead_fd
         self._popen = popen  # Windows only: there is no posix_spawn there
+        self._served = served  # forked by the fork server, which reports its exit and holds its go-ahead
+        self._go_ahead_pending = served is not None
         self._started_monotonic = started_monotonic
         self.returncode: int | None = None
         """Set once a child of ours has been reaped; None while it runs, and always for an adopted process."""
@@ -134,6 +146,11 @@ class RunningProcess:
 
     def release(self) -> None:
         """Let the keeper run the program (called once the attempt's pid is committed)."""
+        if self._served is not None and self._go_ahead_pending:
+            # Lost with a fork server that ended meanwhile: the keeper then exits abandoned, and says so.
+            self._go_ahead_pending = False
+            if self._served.connection.is_open:
+                self._served.connection.go_ahead(self.pid)
         if self._go_ahead_fd is not None:
             with contextlib.suppress(BrokenPipeError):
                 os.write(self._go_ahead_fd, GO_AHEAD)
@@ -141,6 +158,10 @@ class RunningProcess:
 
     def abandon(self) -> None:
         """Close the keeper's go-ahead pipe; if it was not released, the keeper exits without running anything."""
+        if self._served is not None and self._go_ahead_pending:
+            self._go_ahead_pending = False
+            if self._served.connection.is_open:
+                self._served.connection.abandon(self.pid)
         if self._go_ahead_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._go_ahead_fd)
@@ -151,7 +172,10 @@ class RunningProcess:
 
         Raises `ExitUnknownError` when the process is gone and nothing recorded its end.
         """
-        returncode = await (self._wait_for_child() if self._is_child else self._wait_for_adopted())
+        if self._served is not None:
+            returncode = await self._wait_for_served(self._served)
+        else:
+            returncode = await (self._wait_for_child() if self._is_child else self._wait_for_adopted())
         self.returncode = returncode
         if self._status_path is not None:
             recorded = read_exit_status(self._status_path, self._program, keeper_pid=self.pid)
@@ -167,6 +191,14 @@ class RunningProcess:
         if self._status_path is not None:
             raise ExitUnknownError(f"the exit keeper {self.pid} exited with {returncode} and wrote no status")
         return ProcessExit(exit_code=returncode, signal=None, finished_at=finished_at, duration_ms=duration_ms)
+
+    async def _wait_for_served(self, served: Served) -> int | None:
+        # Shielded: a cancelled wait must not cancel the report that a later wait (or none) takes.
+        status = await asyncio.shield(served.exit_status)
+        if status is not None:
+            return os.waitstatus_to_exitcode(status)
+        await self._wait_for_adopted()  # the server ended first: the keeper is init's child now
+        return None
 
     async def _wait_for_child(self) -> int:
         if self._popen is not None:
@@ -208,7 +240,7 @@ class RunningProcess:
                 with contextlib.suppress(OSError):
                     self._popen.terminate()
             return
-        if self.is_adopted and not is_same_process(self.pid, self.started_at):
+        if (self.is_adopted or self._served is not None) and not is_same_process(self.pid, self.started_at):
             return  # never signal a stranger that inherited the pid
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal_number)
@@ -281,11 +313,90 @@ class ProcessLauncher:
     With a `job_user`, the keeper runs each program as that user (or not at all); it needs a keeper.
     """
 
-    def __init__(self, keeper_command: Sequence[str] | None, *, job_user: JobUser | None = None) -> None:
+    def __init__(
+        self, keeper_command: Sequence[str] | None, *, job_user: JobUser | None = None, fork_server: bool = False
+    ) -> None:
         self._keeper_command = list(keeper_command) if keeper_command else None
         if job_user is not None and self._keeper_command is None:
             raise ValueError("running jobs as JOB_USER needs an exit keeper")
         self._job_user_options = [job_user.keeper_option] if job_user is not None else []
+        # Only the compiled keeper has a fork server (the Python twin is a script, started per attempt).
+        self._fork_server = (
+            ForkServer(self._keeper_command)
+            if fork_server and self._keeper_command is not None and len(self._keeper_command) == 1 and not IS_WINDOWS
+            else None
+        )
+
+    @property
+    def uses_fork_server(self) -> bool:
+        return self._fork_server is not None
+
+    async def close(self) -> None:
+        """End the fork server, if there is one (keepers released run on; the others exit abandoned)."""
+        if self._fork_server is not None:
+            await self._fork_server.close()
+
+    async def start_many(self, specs: Sequence[ProcessSpec]) -> list[RunningProcess | SpawnError]:
+        """Start each program as `start` does, in order; through the fork server, all in one message. A start
+        that failed is its `SpawnError` in the list; `StartNotMadeError` if the fork server ended first."""
+        if self._fork_server is None:
+            return [self._start_or_error(spec) for spec in specs]
+        assert self._keeper_command is not None
+        spawned_at = datetime.now(UTC)
+        started_monotonic = time.monotonic()
+        try:
+            replies = await self._fork_server.spawn([self._spawn_request(spec) for spec in specs])
+        except OSError as error:
+            # No fork server can be started (no process or descriptor left, say): this round spawns directly.
+            logger.warning("could not start the fork server (%s); starting %d keeper(s) directly", error, len(specs))
+            return [self._start_or_error(spec) for spec in specs]
+        return [
+            self._served_process(spec, reply, spawned_at, started_monotonic) for spec, reply in zip(specs, replies)
+        ]
+
+    def _start_or_error(self, spec: ProcessSpec) -> RunningProcess | SpawnError:
+        try:
+            return self.start(spec)
+        except SpawnError as error:
+            return error
+        except OSError as error:
+            return SpawnError(str(error))
+
+    def _spawn_request(self, spec: ProcessSpec) -> SpawnRequest:
+        return SpawnRequest(
+            status_path=spec.status_path,
+            stdout_path=spec.stdout_path,
+            stderr_path=spec.stderr_path,
+            options=[*self._job_user_options, *_keeper_options(spec)],
+            argv=spec.argv,
+            environment=spec.environment,
+        )
+
+    def _served_process(
+        self,
+        spec: ProcessSpec,
+        reply: Served | SpawnRefused | ForkServerGoneError,
+        spawned_at: datetime,
+        started_monotonic: float,
+    ) -> RunningProcess | SpawnError:
+        program = spec.argv[0]
+        if isinstance(reply, ForkServerGoneError):
+            return StartNotMadeError(str(reply))
+        if isinstance(reply, SpawnRefused):
+            if reply.about_output:
+                return SpawnError(describe_output_error(spec.stdout_path.parent, reply.errno))
+            return SpawnError(describe_spawn_error(program, reply.errno))
+        started_at = start_time_from_ticks(reply.start_ticks) if reply.start_ticks else process_start_time(reply.pid)
+        return RunningProcess(
+            pid=reply.pid,
+            started_at=started_at or spawned_at,
+            spawned_at=spawned_at,
+            program=program,
+            status_path=spec.status_path,
+            is_child=True,
+            served=reply,
+            started_monotonic=started_monotonic,
+        )
 
     @property
     def uses_keeper(self) -> bool:
