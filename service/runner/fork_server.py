@@ -19,6 +19,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +112,8 @@ class ForkServerConnection(asyncio.Protocol):
         return not self._closed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport (uvloop's is not a subclass of asyncio's, hence no isinstance check).
+        self._transport = cast(asyncio.Transport, transport)
 
     def spawn(self, requests: Iterable[SpawnRequest]) -> list[asyncio.Future[Served | SpawnRefused]]:
         """Queue the requests for one message; each future resolves with the keeper or the refusal."""
@@ -238,6 +239,15 @@ class ForkServer:
             return connection
         if connection is not None and connection.is_open:
             connection.close()  # made on another event loop (tests): of no use on this one
+        pid, ours = self._spawn_server()
+        _, connection = await loop.create_unix_connection(lambda: ForkServerConnection(pid, loop), sock=ours)
+        if self._connection is not None:
+            logger.info("started a new fork server (pid %d)", pid)
+        self._connection = connection
+        return connection
+
+    def _spawn_server(self) -> tuple[int, socket.socket]:
+        """posix_spawn: a vfork and an exec, once per life of the server, not per keeper."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             pid = os.posix_spawn(
@@ -253,11 +263,7 @@ class ForkServer:
             raise
         finally:
             theirs.close()
-        _, connection = await loop.create_unix_connection(lambda: ForkServerConnection(pid, loop), sock=ours)
-        if self._connection is not None:
-            logger.info("started a new fork server (pid %d)", pid)
-        self._connection = connection
-        return connection
+        return pid, ours
 
     async def close(self) -> None:
         """End the server: keepers still waiting for a go-ahead exit abandoned, the others run on."""
@@ -266,6 +272,6 @@ class ForkServer:
             connection.close()
             with contextlib.suppress(ChildProcessError):
                 for _ in range(100):
-                    if os.waitpid(connection.pid, os.WNOHANG)[0]:
+                    if os.waitpid(connection.pid, os.WNOHANG)[0]:  # noqa: ASYNC222  (WNOHANG never blocks)
                         break
                     await asyncio.sleep(REAP_RETRY_SECONDS / 5)

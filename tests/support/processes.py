@@ -58,7 +58,5 @@ async def until_reaped(pid: int) -> None:
     parent has reaped it, as init would reap an orphan."""
     try:
         await asyncio.to_thread(os.waitpid, pid, 0)
-        return
     except ChildProcessError:
-        pass
-    await wait_until(lambda: not Path(f"/proc/{pid}").exists(), f"process {pid} was reaped")
+        await wait_until(lambda: not Path(f"/proc/{pid}").exists(), f"process {pid} was reaped")
