@@ -200,6 +200,9 @@ class ForkServerConnection(asyncio.Protocol):
         self._reap()
 
     def close(self) -> None:
+        """Send what is queued (a go-ahead given in this very turn must not be lost), then end the connection."""
+        if self._flush_scheduled:
+            self._flush()
         if self._transport is not None:
             self._transport.close()
 
