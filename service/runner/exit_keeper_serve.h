@@ -6,8 +6,10 @@
  *
  *     'S' u32 id, u32 options, u32 arguments, u32 environment, then NUL-terminated strings: the status path, the
  *         stdout path, the stderr path, the keeper's --options, the program's argv, its environment ("NAME=value")
- *     'G' u32 count, then count i32 keeper pids: give them their go-ahead
- *     'A' u32 count, then count i32 keeper pids: close their go-ahead unwritten (they exit, abandoned)
+ *     'G' u32 count, then count u32 ids of spawns answered 'P': give those keepers their go-ahead
+ *     'A' u32 count, then count u32 ids: close their go-ahead unwritten (they exit, abandoned)
+ *
+ * (Ids, not pids: a pid is reused once its keeper is reaped, an id not for 2^32 spawns.)
  *
  * Replies, 24 bytes each (u8 kind, 3 bytes of padding, u32 id, i32 a, i32 b, u64 c):
  *
@@ -92,6 +94,13 @@ static void send_replies(void) {
 static struct served_keeper *find_served(pid_t pid) {
     for (size_t i = 0; i < served_count; i++) {
         if (served[i].pid == pid) return &served[i];
+    }
+    return NULL;
+}
+
+static struct served_keeper *find_served_by_id(uint32_t id) {
+    for (size_t i = 0; i < served_count; i++) {
+        if (served[i].id == id) return &served[i];
     }
     return NULL;
 }
@@ -254,10 +263,10 @@ static int settle_go_aheads(const char *body, size_t length, int run) {
     memcpy(&count, body + 1, 4);
     if ((size_t)count * 4 > length - 5) return -1;
     for (uint32_t i = 0; i < count; i++) {
-        int32_t pid;
-        memcpy(&pid, body + 5 + 4 * (size_t)i, 4);
-        struct served_keeper *keeper = find_served(pid);
-        if (keeper == NULL || keeper->go_ahead_fd < 0) continue;
+        uint32_t id;
+        memcpy(&id, body + 5 + 4 * (size_t)i, 4);
+        struct served_keeper *keeper = find_served_by_id(id);
+        if (keeper == NULL || !keeper->ready || keeper->go_ahead_fd < 0) continue;
         if (run) (void)write_all(keeper->go_ahead_fd, "g", 1); /* a keeper killed meanwhile: EPIPE, ignored */
         close_go_ahead(keeper);
     }

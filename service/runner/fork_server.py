@@ -65,6 +65,8 @@ class SpawnRequest:
 class Served:
     """A keeper the server forked: waiting for its go-ahead, in its own session."""
 
+    request_id: int
+    """What the server knows it by: unlike a pid, never reused while it matters."""
     pid: int
     start_ticks: int
     """Its start time in clock ticks since boot (/proc/<pid>/stat field 22); 0 if the server could not read it."""
@@ -130,14 +132,14 @@ class ForkServerConnection(asyncio.Protocol):
         self._schedule_flush()
         return futures
 
-    def go_ahead(self, pid: int) -> None:
+    def go_ahead(self, request_id: int) -> None:
         """Let the keeper run its program; sent with the others given in this turn of the loop."""
-        self._go_aheads.append(pid)
+        self._go_aheads.append(request_id)
         self._schedule_flush()
 
-    def abandon(self, pid: int) -> None:
+    def abandon(self, request_id: int) -> None:
         """Close the keeper's go-ahead unwritten: it exits without running anything."""
-        self._abandons.append(pid)
+        self._abandons.append(request_id)
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -147,11 +149,11 @@ class ForkServerConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        for kind, pids in ((b"G", self._go_aheads), (b"A", self._abandons)):
-            if pids:
-                self._outgoing.append(SETTLE_HEAD.pack(5 + 4 * len(pids), kind[0], len(pids)))
-                self._outgoing.append(struct.pack(f"<{len(pids)}i", *pids))
-                pids.clear()
+        for kind, request_ids in ((b"G", self._go_aheads), (b"A", self._abandons)):
+            if request_ids:
+                self._outgoing.append(SETTLE_HEAD.pack(5 + 4 * len(request_ids), kind[0], len(request_ids)))
+                self._outgoing.append(struct.pack(f"<{len(request_ids)}I", *request_ids))
+                request_ids.clear()
         if self._outgoing and self._transport is not None and not self._closed:
             self._transport.write(b"".join(self._outgoing))
         self._outgoing.clear()
@@ -168,11 +170,11 @@ class ForkServerConnection(asyncio.Protocol):
             spawn_future = self._spawns.pop(request_id, None)
             if kind == ord("P"):
                 if spawn_future is None or spawn_future.done():
-                    self.abandon(first)  # nobody waits for it any more (a cancelled start): it must not run
+                    self.abandon(request_id)  # nobody waits for it any more (a cancelled start): it must not run
                     continue
                 exit_status: asyncio.Future[int | None] = self.loop.create_future()
                 self._exits[first] = exit_status
-                spawn_future.set_result(Served(first, ticks, self, exit_status))
+                spawn_future.set_result(Served(request_id, first, ticks, self, exit_status))
             elif spawn_future is not None and not spawn_future.done():
                 spawn_future.set_result(SpawnRefused(first, second))
         self._unread = unread[whole:]

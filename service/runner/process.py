@@ -108,7 +108,7 @@ class RunningProcess:
             # Lost with a fork server that ended meanwhile: the keeper then exits abandoned, and says so.
             self._go_ahead_pending = False
             if self._served.connection.is_open:
-                self._served.connection.go_ahead(self.pid)
+                self._served.connection.go_ahead(self._served.request_id)
         if self._go_ahead_fd is not None:
             with contextlib.suppress(BrokenPipeError):
                 os.write(self._go_ahead_fd, GO_AHEAD)
@@ -119,7 +119,7 @@ class RunningProcess:
         if self._served is not None and self._go_ahead_pending:
             self._go_ahead_pending = False
             if self._served.connection.is_open:
-                self._served.connection.abandon(self.pid)
+                self._served.connection.abandon(self._served.request_id)
         if self._go_ahead_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._go_ahead_fd)
