@@ -124,19 +124,22 @@ static unsigned long long start_ticks(pid_t pid) {
     return field == NULL ? 0 : strtoull(field + 1, NULL, 10);
 }
 
+/* The folder `path[:length]` and, only where it is missing, its parents: one mkdir() when the parent exists. */
 static int make_directories(const char *path, size_t length) {
     char directory[4096];
-    if (length == 0 || length >= sizeof directory) return length == 0 ? 0 : (errno = ENAMETOOLONG, -1);
+    if (length == 0) return 0;
+    if (length >= sizeof directory) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
     memcpy(directory, path, length);
     directory[length] = '\0';
-    for (size_t i = 1; i <= length; i++) {
-        if (directory[i] != '/' && directory[i] != '\0') continue;
-        char kept = directory[i];
-        directory[i] = '\0';
-        if (mkdir(directory, 0755) != 0 && errno != EEXIST) return -1;
-        directory[i] = kept;
-    }
-    return 0;
+    if (mkdir(directory, 0755) == 0 || errno == EEXIST) return 0;
+    if (errno != ENOENT) return -1;
+    const char *slash = strrchr(directory, '/');
+    if (slash == NULL || slash == directory) return -1; /* errno: ENOENT, from mkdir() */
+    if (make_directories(directory, (size_t)(slash - directory)) != 0) return -1;
+    return mkdir(directory, 0755) == 0 || errno == EEXIST ? 0 : -1;
 }
 
 static size_t directory_length(const char *path) {
@@ -144,11 +147,17 @@ static size_t directory_length(const char *path) {
     return slash == NULL ? 0 : (size_t)(slash - path);
 }
 
-/* An output file opened for appending, its folder made first if there is none. */
-static int open_output(const char *path) {
-    int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC;
-    int fd = open(path, flags, 0644);
-    if (fd < 0 && errno == ENOENT && make_directories(path, directory_length(path)) == 0) fd = open(path, flags, 0644);
+static int same_directory(const char *one, const char *other) {
+    size_t length = directory_length(one);
+    return length == directory_length(other) && strncmp(one, other, length) == 0;
+}
+
+/* An output file opened for appending, its folder made first (each attempt has a new one: made, not found). */
+static int open_output(const char *path, const char *previous) {
+    if ((previous == NULL || !same_directory(path, previous)) && make_directories(path, directory_length(path))) {
+        return -1;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd >= 0) note_fd(fd);
     return fd;
 }
@@ -230,9 +239,10 @@ static int spawn_keeper(const char *body, size_t length) {
         fail_spawn(id, EACCES, STAGE_PROGRAM);
     } else if (unlink(strings[0]) != 0 && errno != ENOENT) {
         fail_spawn(id, errno, STAGE_OUTPUT);
-    } else if ((out = open_output(strings[1])) < 0 || (err = open_output(strings[2])) < 0) {
+    } else if ((out = open_output(strings[1], NULL)) < 0 || (err = open_output(strings[2], strings[1])) < 0) {
         fail_spawn(id, errno, STAGE_OUTPUT);
-    } else if (make_directories(strings[0], directory_length(strings[0])) != 0) {
+    } else if (!same_directory(strings[0], strings[1]) && !same_directory(strings[0], strings[2]) &&
+               make_directories(strings[0], directory_length(strings[0]))) {
         fail_spawn(id, errno, STAGE_OUTPUT);
     } else if (pipe2(go_ahead, O_CLOEXEC) != 0) {
         fail_spawn(id, errno, STAGE_PROGRAM);
