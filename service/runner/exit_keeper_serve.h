@@ -15,7 +15,7 @@
  *
  *     'P' id, keeper pid, 0, the keeper's start time (clock ticks since boot, /proc/<pid>/stat field 22): started,
  *         in its own session, waiting for its go-ahead
- *     'F' id, errno, stage (1: the program cannot be started, 2: the output files cannot be), 0: nothing started
+ *     'F' id, errno, stage (1: the program cannot be started, 2: the output files cannot be), 0: nothing runs
  *     'X' 0, keeper pid, wait status, 0: a keeper the server started has exited and been reaped
  *
  * A 'P' always comes before the 'X' of the same keeper. Replies are gathered over one turn of the loop and sent in
@@ -41,14 +41,14 @@ struct served_keeper {
     pid_t pid;
     uint32_t id;
     int go_ahead_fd; /* write end of its go-ahead pipe; -1 once written or closed */
-    int ready;       /* it has said it leads its own session: its 'P' went out */
+    int ready;       /* 1: it said it is set up, its 'P' went out; -1: it could not be, its 'F' went out */
 };
 
 static struct served_keeper *served;
 static size_t served_count, served_capacity;
 static char *replies;
 static size_t reply_length, reply_capacity;
-static int ready_pipe[2] = {-1, -1}; /* each new keeper writes its pid here once it leads its own session */
+static int ready_pipe[2] = {-1, -1}; /* each new keeper reports here once set up, or why it could not be */
 static int highest_fd = 2;
 
 static void note_fd(int fd) {
@@ -110,7 +110,7 @@ static void close_go_ahead(struct served_keeper *keeper) {
     keeper->go_ahead_fd = -1;
 }
 
-static unsigned long long start_ticks(pid_t pid) {
+static uint64_t start_ticks(pid_t pid) {
     char path[32], text[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -169,19 +169,55 @@ static void close_from(int lowest) {
     for (int fd = lowest; fd <= highest_fd; fd++) close(fd);
 }
 
+/* What a new keeper tells the server through the ready pipe, in one write (atomic: less than PIPE_BUF). */
+struct ready_report {
+    int32_t pid;
+    int32_t error; /* 0: started; else why nothing runs */
+    int32_t stage;
+    int32_t padding;
+    uint64_t start_ticks;
+};
+
+static void report_ready(int32_t error, int32_t stage, uint64_t start_ticks) {
+    struct ready_report report = {(int32_t)getpid(), error, stage, 0, start_ticks};
+    (void)write_all(ready_pipe[1], (const char *)&report, sizeof report); /* lost with the server: abandoned */
+}
+
+/* The checks and preparations a spawning service makes itself, in the same order, made here by the keeper (in
+ * parallel with the server's next forks). 0, or the stage that failed with errno set. */
+static int prepare_attempt(char **strings, char **argv, int *out, int *err) {
+    struct stat program;
+    if (stat(argv[0], &program) != 0 || !S_ISREG(program.st_mode)) return errno = ENOENT, STAGE_PROGRAM;
+    if (access(argv[0], X_OK) != 0) return errno = EACCES, STAGE_PROGRAM;
+    if (unlink(strings[0]) != 0 && errno != ENOENT) return STAGE_OUTPUT;
+    if ((*out = open_output(strings[1], NULL)) < 0 || (*err = open_output(strings[2], strings[1])) < 0) {
+        return STAGE_OUTPUT;
+    }
+    if (!same_directory(strings[0], strings[1]) && !same_directory(strings[0], strings[2]) &&
+        make_directories(strings[0], directory_length(strings[0])) != 0) {
+        return STAGE_OUTPUT;
+    }
+    return 0;
+}
+
 /* In the forked child: become the attempt's keeper, as if started by the service with posix_spawn. */
-static void become_keeper(int go_ahead, int out, int err, char **strings, uint32_t options, char **argv,
-                          char **environment) {
+static void become_keeper(int go_ahead, char **strings, uint32_t options, char **argv, char **environment) {
     sigset_t forwarded, original_mask;
     fill_forwarded_set(&forwarded);
     sigprocmask(SIG_BLOCK, &forwarded, &original_mask); /* from the start, as a spawned keeper's main does */
     signal(SIGCHLD, SIG_DFL);
     setsid(); /* cannot fail: a child just forked leads no group */
-    if (dup2(go_ahead, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0) {
-        _exit(KEEPER_FAILED); /* never ready: the server reports a start that failed */
+    int out = -1, err = -1;
+    int stage = prepare_attempt(strings, argv, &out, &err);
+    if (stage != 0) {
+        report_ready(errno, stage, 0);
+        _exit(KEEPER_FAILED);
     }
-    pid_t self = getpid();
-    (void)write_all(ready_pipe[1], (const char *)&self, sizeof self); /* lost with the server: then abandoned */
+    if (dup2(go_ahead, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0) {
+        report_ready(errno, STAGE_PROGRAM, 0);
+        _exit(KEEPER_FAILED);
+    }
+    report_ready(0, 0, start_ticks(getpid()));
     /* Nothing of the server's stays open here: above all no other keeper's go-ahead, or a crash of the server
      * would not reach that keeper as end-of-file. */
     close_from(3);
@@ -230,27 +266,14 @@ static int spawn_keeper(const char *body, size_t length) {
     environment[environment_count] = NULL;
     if (environment_count == 0) argv[arguments] = NULL;
 
-    /* The checks and preparations the service made itself before the fork server, in the same order. */
-    struct stat program;
-    int go_ahead[2] = {-1, -1}, out = -1, err = -1;
-    if (stat(argv[0], &program) != 0 || !S_ISREG(program.st_mode)) {
-        fail_spawn(id, ENOENT, STAGE_PROGRAM);
-    } else if (access(argv[0], X_OK) != 0) {
-        fail_spawn(id, EACCES, STAGE_PROGRAM);
-    } else if (unlink(strings[0]) != 0 && errno != ENOENT) {
-        fail_spawn(id, errno, STAGE_OUTPUT);
-    } else if ((out = open_output(strings[1], NULL)) < 0 || (err = open_output(strings[2], strings[1])) < 0) {
-        fail_spawn(id, errno, STAGE_OUTPUT);
-    } else if (!same_directory(strings[0], strings[1]) && !same_directory(strings[0], strings[2]) &&
-               make_directories(strings[0], directory_length(strings[0]))) {
-        fail_spawn(id, errno, STAGE_OUTPUT);
-    } else if (pipe2(go_ahead, O_CLOEXEC) != 0) {
+    int go_ahead[2];
+    if (pipe2(go_ahead, O_CLOEXEC) != 0) {
         fail_spawn(id, errno, STAGE_PROGRAM);
     } else {
         note_fd(go_ahead[0]);
         note_fd(go_ahead[1]);
         pid_t pid = fork();
-        if (pid == 0) become_keeper(go_ahead[0], out, err, strings, options, argv, environment);
+        if (pid == 0) become_keeper(go_ahead[0], strings, options, argv, environment);
         if (pid < 0) {
             fail_spawn(id, errno, STAGE_PROGRAM);
             close(go_ahead[1]);
@@ -260,8 +283,6 @@ static int spawn_keeper(const char *body, size_t length) {
         }
         close(go_ahead[0]);
     }
-    if (out >= 0) close(out);
-    if (err >= 0) close(err);
     free(strings);
     return 0;
 }
@@ -276,7 +297,7 @@ static int settle_go_aheads(const char *body, size_t length, int run) {
         uint32_t id;
         memcpy(&id, body + 5 + 4 * (size_t)i, 4);
         struct served_keeper *keeper = find_served_by_id(id);
-        if (keeper == NULL || !keeper->ready || keeper->go_ahead_fd < 0) continue;
+        if (keeper == NULL || keeper->ready <= 0 || keeper->go_ahead_fd < 0) continue;
         if (run) (void)write_all(keeper->go_ahead_fd, "g", 1); /* a keeper killed meanwhile: EPIPE, ignored */
         close_go_ahead(keeper);
     }
@@ -284,12 +305,17 @@ static int settle_go_aheads(const char *body, size_t length, int run) {
 }
 
 static void collect_ready(void) {
-    pid_t pid;
-    while (read(ready_pipe[0], &pid, sizeof pid) == (ssize_t)sizeof pid) {
-        struct served_keeper *keeper = find_served(pid);
+    struct ready_report report;
+    while (read(ready_pipe[0], &report, sizeof report) == (ssize_t)sizeof report) {
+        struct served_keeper *keeper = find_served(report.pid);
         if (keeper == NULL || keeper->ready) continue;
-        keeper->ready = 1;
-        add_reply('P', keeper->id, pid, 0, start_ticks(pid));
+        keeper->ready = report.error == 0 ? 1 : -1;
+        if (report.error != 0) {
+            fail_spawn(keeper->id, report.error, report.stage); /* it exits without running anything */
+            close_go_ahead(keeper);
+        } else {
+            add_reply('P', keeper->id, report.pid, 0, report.start_ticks);
+        }
     }
 }
 
@@ -305,9 +331,9 @@ static void reap_keepers(void) {
         collect_ready();
         struct served_keeper *keeper = find_served(pid);
         if (keeper == NULL) continue;
-        if (keeper->ready) {
+        if (keeper->ready > 0) {
             add_reply('X', 0, pid, status, 0);
-        } else {
+        } else if (keeper->ready == 0) {
             fail_spawn(keeper->id, EIO, STAGE_PROGRAM); /* it ended before it was set up: nothing ran */
         }
         close_go_ahead(keeper);
