@@ -26,7 +26,7 @@ from typing import TextIO
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db.engine import create_engine
+from service.db.engine import Timeouts, create_engine
 from service.db.migrate import upgrade_to_head
 from service.stats.compute import compute_stats
 
@@ -37,6 +37,9 @@ EXPECTED_ATTEMPTS_PER_JOB = 1.25
 """Close to what the odds below give; a chunk plans a little more jobs than that and keeps what it needs."""
 SEED_NODES = ("seed-node-1", "seed-node-2", "seed-node-3")
 PROGRESS_BAR_WIDTH = 40
+# A bulk load, like a migration: the rollup's rebuild at the end takes longer than the API's statement timeout
+# on a busy machine, and nothing waits on it.
+BULK_TIMEOUTS = Timeouts(statement_seconds=None)
 
 # family, weight, program, base success odds, median run time (ms), SQL for the name, SQL for the arguments.
 # `n` is a random number per job and `u` a uniform random draw per job, both usable in the SQL.
@@ -355,7 +358,7 @@ def run_seed(
     """Refuse a database with jobs (unless `into_existing`), then migrate, seed with a progress bar, report."""
 
     async def _run() -> SeedResult:
-        engine = create_engine(database_url, pool_size=1)
+        engine = create_engine(database_url, pool_size=1, timeouts=BULK_TIMEOUTS)
         try:
             if not into_existing and await _holds_jobs(engine):
                 raise SeedRefusedError(
