@@ -415,6 +415,7 @@ def machine() -> dict[str, Any]:
         "cpu_model": model,
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "load_average_1m": os.getloadavg()[0],
+        "load_averages": os.getloadavg(),
         "python": platform.python_version(),
         "system": platform.platform(),
         "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL",
