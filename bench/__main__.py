@@ -19,8 +19,8 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from bench import (
     accept,
