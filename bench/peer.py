@@ -11,7 +11,8 @@ jobs over --connections concurrent defers and polls procrastinate_jobs until all
 end-to-end clock as the throughput benchmark. The service's figure is the throughput benchmark's of the same run
 (measured here when this benchmark runs on its own): the median of its rounds with the bench's own client.
 Skipped, saying so, when procrastinate is not installed. xargs -P and GNU parallel run the program --slots at
-a time, three times each (the median counts); GNU parallel comes from apt (bench/load_tools.py), and its row says
+a time, three times each (the median counts; fewer when the runs would take longer than SPAWNER_BUDGET_SECONDS
+on a busy machine); GNU parallel comes from apt (bench/load_tools.py), and its row says
 why when it could not be had.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib.util
 import os
 import signal
@@ -49,6 +51,7 @@ FINISH_TIMEOUT_SECONDS = 600.0
 WORKER_STOP_TIMEOUT_SECONDS = 30.0
 INSTALL_HINT = "pip install -e '.[bench]'"
 SPAWNER_RUNS = 3
+SPAWNER_BUDGET_SECONDS = 30.0  # GNU parallel takes seconds a run on a busy machine: fewer runs then
 SPAWNER_GOAL = "none (a comparison)"
 
 
@@ -195,13 +198,18 @@ def spawner_rows(context: Context) -> list[Row]:
             results[label] = {"skipped": reason}
             rows.append(Row(benchmark, "not measured", reason, None, SPAWNER_GOAL, "SKIP"))
             continue
-        measured = spawn_peers.median_of(
-            [runner(options.program, options.jobs, options.slots) for _ in range(SPAWNER_RUNS)]
+        measured = spawn_peers.repeated(
+            functools.partial(runner, options.program, options.jobs, options.slots),
+            runs=SPAWNER_RUNS,
+            budget_seconds=SPAWNER_BUDGET_SECONDS,
         )
         rate, source = service_rate(context)
         peer_rate = measured["jobs_per_second"]
         once = "" if measured["each_ran_once"] else ", NOT each run once"
-        print(f"  {label}: {peer_rate:.0f} jobs/s (median of {SPAWNER_RUNS}){once}; service {rate:.0f} ({source})")
+        print(
+            f"  {label}: {peer_rate:.0f} jobs/s (median of {len(measured['runs'])}){once}; "
+            f"service {rate:.0f} ({source})"
+        )
         results[label] = {**measured, "service_jobs_per_second": rate, "ratio": rate / peer_rate}
         rows.append(
             Row(benchmark, f"service {rate:.0f} jobs/s", f"{label} {peer_rate:.0f}/s{once}", rate / peer_rate,

@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,18 @@ def run_parallel(program: str, jobs: int, parallelism: int) -> dict[str, Any]:
         counted = read_joblog(joblog.read_text(encoding="utf-8"))
     once = counted["ran"] == jobs and counted["distinct"] == jobs and counted["succeeded"] == jobs
     return {"seconds": seconds, "jobs_per_second": jobs / seconds, "each_ran_once": once, "joblog": counted}
+
+
+def repeated(measure: Callable[[], dict[str, Any]], *, runs: int, budget_seconds: float) -> dict[str, Any]:
+    """`measure()` up to `runs` times, fewer if another run would end after `budget_seconds`; the median of them."""
+    results: list[dict[str, Any]] = []
+    started = time.monotonic()
+    while len(results) < runs:
+        elapsed = time.monotonic() - started
+        if results and elapsed / len(results) * (len(results) + 1) > budget_seconds:
+            break
+        results.append(measure())
+    return median_of(results)
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
