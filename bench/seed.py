@@ -37,9 +37,6 @@ EXPECTED_ATTEMPTS_PER_JOB = 1.25
 """Close to what the odds below give; a chunk plans a little more jobs than that and keeps what it needs."""
 SEED_NODES = ("seed-node-1", "seed-node-2", "seed-node-3")
 PROGRESS_BAR_WIDTH = 40
-# A bulk load, like a migration: the rollup's rebuild at the end takes longer than the API's statement timeout
-# on a busy machine, and nothing waits on it.
-BULK_TIMEOUTS = Timeouts(statement_seconds=None)
 
 # family, weight, program, base success odds, median run time (ms), SQL for the name, SQL for the arguments.
 # `n` is a random number per job and `u` a uniform random draw per job, both usable in the SQL.
@@ -358,7 +355,8 @@ def run_seed(
     """Refuse a database with jobs (unless `into_existing`), then migrate, seed with a progress bar, report."""
 
     async def _run() -> SeedResult:
-        engine = create_engine(database_url, pool_size=1, timeouts=BULK_TIMEOUTS)
+        # A bulk load: a chunk on a busy machine may take longer than the service's per-statement bound.
+        engine = create_engine(database_url, pool_size=1, timeouts=Timeouts(statement_seconds=None))
         try:
             if not into_existing and await _holds_jobs(engine):
                 raise SeedRefusedError(
