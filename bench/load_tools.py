@@ -72,15 +72,17 @@ def _present(command: str) -> bool:
 
 
 def ensure_tools(commands: list[str]) -> dict[str, str]:
-    """Install what is missing of `commands` (once per run); returns, for each still missing, why."""
+    """Install whatever of the tools is missing (all of them, once per run: one apt-get for every benchmark);
+    returns, for each of `commands` still missing, why."""
     global _install_tried  # noqa: PLW0603  (one attempt per run, whichever benchmark asks first)
-    missing = [command for command in commands if not _present(command)]
-    if missing and not _install_tried:
+    if not _install_tried:
         _install_tried = True
-        reason = _install(sorted({PACKAGES[command] for command in missing}))
-        for command in missing:
-            if not _present(command):
-                _missing_reasons[command] = reason or f"{PACKAGES[command]} installed, but no GNU {command} found"
+        missing = [command for command in PACKAGES if not _present(command)]
+        if missing:
+            reason = _install(sorted({PACKAGES[command] for command in missing}))
+            for command in missing:
+                if not _present(command):
+                    _missing_reasons[command] = reason or f"{PACKAGES[command]} installed, yet no usable {command}"
     return {command: _missing_reasons.get(command, "not installed") for command in commands if not _present(command)}
 
 
