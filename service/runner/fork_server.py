@@ -31,6 +31,9 @@ STAGE_OUTPUT = 2
 # Python ignores SIGPIPE and SIGXFSZ for itself; the server and its keepers expect the defaults.
 RESET_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name))
 REAP_RETRY_SECONDS = 0.05
+# The server only forks: a batch is answered within milliseconds. One that stays silent this long is frozen
+# (SIGSTOP, a hung machine): it is ended, so that the claim loop never waits on it for ever.
+DEFAULT_REPLY_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +204,16 @@ class ForkServerConnection(asyncio.Protocol):
         self._exits.clear()
         self._reap()
 
+    def kill(self) -> None:
+        """End a server that stopped answering: SIGKILL, then drop the connection (its pending starts fail with
+        `ForkServerGoneError`; keepers forked meanwhile never get a go-ahead and exit abandoned)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        if self._transport is not None:
+            self._transport.abort()
+        else:
+            self.connection_lost(None)
+
     def close(self) -> None:
         """Send what is queued (a go-ahead given in this very turn must not be lost), then end the connection."""
         if self._flush_scheduled:
@@ -221,14 +234,27 @@ class ForkServerConnection(asyncio.Protocol):
 class ForkServer:
     """Starts the server on first use and again whenever it has ended; `close()` ends it."""
 
-    def __init__(self, command: Sequence[str]) -> None:
+    def __init__(self, command: Sequence[str], *, reply_timeout_seconds: float = DEFAULT_REPLY_TIMEOUT_SECONDS) -> None:
         self._command = list(command)
+        self._reply_timeout_seconds = reply_timeout_seconds
         self._connection: ForkServerConnection | None = None
 
     async def spawn(self, requests: Sequence[SpawnRequest]) -> list[Served | SpawnRefused | ForkServerGoneError]:
-        """Fork a keeper per request, all in one message; results in the order of the requests."""
+        """Fork a keeper per request, all in one message; results in the order of the requests. A server that
+        does not answer within the reply timeout is ended, and its unanswered starts are `ForkServerGoneError`."""
         connection = await self._connected()
-        outcomes = await asyncio.gather(*connection.spawn(requests), return_exceptions=True)
+        pending = connection.spawn(requests)
+        # asyncio.wait, not a timeout around gather: the futures must not be cancelled, only failed by the kill.
+        _, unanswered = await asyncio.wait(pending, timeout=self._reply_timeout_seconds)
+        if unanswered:
+            logger.error(
+                "the fork server (pid %d) left %d start(s) unanswered for %g s; ending it and starting another",
+                connection.pid,
+                len(unanswered),
+                self._reply_timeout_seconds,
+            )
+            connection.kill()
+        outcomes = await asyncio.gather(*pending, return_exceptions=True)
         results: list[Served | SpawnRefused | ForkServerGoneError] = []
         for outcome in outcomes:
             if isinstance(outcome, Served | SpawnRefused | ForkServerGoneError):

@@ -19,7 +19,14 @@ from pathlib import Path
 
 from service.domain.limits import NO_LIMITS, JobLimits
 from service.runner.exit_status import describe_output_error, describe_spawn_error
-from service.runner.fork_server import ForkServer, ForkServerGoneError, Served, SpawnRefused, SpawnRequest
+from service.runner.fork_server import (
+    DEFAULT_REPLY_TIMEOUT_SECONDS,
+    ForkServer,
+    ForkServerGoneError,
+    Served,
+    SpawnRefused,
+    SpawnRequest,
+)
 from service.runner.identity import IS_WINDOWS, process_start_time, start_time_from_ticks
 from service.runner.job_user import JobUser
 from service.runner.process import ExitUnknownError, RunningProcess
@@ -94,7 +101,12 @@ class ProcessLauncher:
     """
 
     def __init__(
-        self, keeper_command: Sequence[str] | None, *, job_user: JobUser | None = None, fork_server: bool = False
+        self,
+        keeper_command: Sequence[str] | None,
+        *,
+        job_user: JobUser | None = None,
+        fork_server: bool = False,
+        fork_server_reply_timeout_seconds: float = DEFAULT_REPLY_TIMEOUT_SECONDS,
     ) -> None:
         self._keeper_command = list(keeper_command) if keeper_command else None
         if job_user is not None and self._keeper_command is None:
@@ -102,7 +114,7 @@ class ProcessLauncher:
         self._job_user_options = [job_user.keeper_option] if job_user is not None else []
         # Only the compiled keeper has a fork server (the Python twin is a script, started per attempt).
         self._fork_server = (
-            ForkServer(self._keeper_command)
+            ForkServer(self._keeper_command, reply_timeout_seconds=fork_server_reply_timeout_seconds)
             if fork_server and self._keeper_command is not None and len(self._keeper_command) == 1 and not IS_WINDOWS
             else None
         )

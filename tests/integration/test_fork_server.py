@@ -19,7 +19,7 @@ import pytest
 from service.runner.exit_status import read_exit_status
 from service.runner.identity import process_start_time
 from service.runner.keeper import KeeperKind, keeper_command
-from service.runner.launcher import ProcessLauncher, ProcessSpec, RunningProcess, SpawnError
+from service.runner.launcher import ProcessLauncher, ProcessSpec, RunningProcess, SpawnError, StartNotMadeError
 from tests.support.processes import WAIT_SECONDS, wait_until, write_script
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the fork server's tests read /proc")
@@ -161,6 +161,51 @@ async def test_a_killed_fork_server_loses_nothing(served: ProcessLauncher, tmp_p
     after.release()
     assert (await asyncio.wait_for(after.wait(), WAIT_SECONDS)).exit_code == 0
     assert not (Path("/proc") / str(server)).exists(), "the dead server was reaped"
+
+
+async def test_a_frozen_fork_server_is_ended_and_its_unanswered_starts_are_not_made(
+    keeper_build_dir: Path, tmp_path: Path
+) -> None:
+    launcher = ProcessLauncher(
+        keeper_command(KeeperKind.NATIVE, keeper_build_dir), fork_server=True, fork_server_reply_timeout_seconds=1.0
+    )
+    try:
+        [waiting] = await start_all(launcher, [spec(tmp_path, "waiting", ["/bin/true"])])
+        server = parent_of(waiting.pid)
+        os.kill(server, signal.SIGSTOP)
+
+        [frozen] = await asyncio.wait_for(launcher.start_many([spec(tmp_path, "frozen", ["/bin/true"])]), WAIT_SECONDS)
+
+        assert isinstance(frozen, StartNotMadeError), frozen
+        await wait_until(lambda: not Path(f"/proc/{server}").exists(), "the frozen server was ended and reaped")
+        assert (await asyncio.wait_for(waiting.wait(), WAIT_SECONDS)).abandoned, "its go-ahead went with the server"
+        [after] = await start_all(launcher, [spec(tmp_path, "after", ["/bin/true"])])
+        assert parent_of(after.pid) != server
+        after.release()
+        assert (await asyncio.wait_for(after.wait(), WAIT_SECONDS)).exit_code == 0
+    finally:
+        await launcher.close()
+
+
+def test_an_abandoned_keeper_never_overwrites_a_real_status_only_an_abandoned_one(
+    keeper_build_dir: Path, tmp_path: Path
+) -> None:
+    """A keeper left from a start the fork server never answered may exit abandoned after the start made instead
+    has recorded its program's end in the same status file."""
+    [keeper] = keeper_command(KeeperKind.NATIVE, keeper_build_dir)
+    status = tmp_path / "exit-status.json"
+    recorded = '{"program_pid":1,"exit_code":0,"signal":null}\n'
+    status.write_text(recorded)
+
+    late = subprocess.run([keeper, str(status), "/bin/true"], stdin=subprocess.DEVNULL, check=False)
+
+    assert late.returncode == 124, "abandoned: end-of-file before any go-ahead"
+    assert status.read_text() == recorded
+    status.write_text('{"abandoned":true,"keeper_pid":1,"duration_ns":0,"finished_at_ns":0}\n')
+    abandoned_again = subprocess.Popen([keeper, str(status), "/bin/true"], stdin=subprocess.DEVNULL)
+    assert abandoned_again.wait(WAIT_SECONDS) == 124
+    assert json.loads(status.read_text())["keeper_pid"] == abandoned_again.pid, "an abandoned record is replaced"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["exit-status.json"], "no temporary file is left"
 
 
 SERVICE_LIFE = """
