@@ -120,29 +120,61 @@ static long long microseconds(const struct timeval *t) {
     return (long long)t->tv_sec * 1000000LL + t->tv_usec;
 }
 
-static int write_status_atomically(const char *status_path, const char *line) {
-    char temporary_path[4096];
-    if (snprintf(temporary_path, sizeof temporary_path, "%s.tmp", status_path) >= (int)sizeof temporary_path) {
-        return -1;
-    }
-    int fd = open(temporary_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+static int write_synced(const char *path, const char *line) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return -1;
     if (write_all(fd, line, strlen(line)) != 0 || fsync(fd) != 0) {
         close(fd);
         return -1;
     }
-    if (close(fd) != 0) return -1;
+    return close(fd);
+}
+
+static int write_status_atomically(const char *status_path, const char *line) {
+    char temporary_path[4096];
+    if (snprintf(temporary_path, sizeof temporary_path, "%s.tmp", status_path) >= (int)sizeof temporary_path) {
+        return -1;
+    }
+    if (write_synced(temporary_path, line) != 0) return -1;
     return rename(temporary_path, status_path);
 }
 
-/* Best effort: without the file the attempt is recorded lost, as before this keeper could say more. */
+static int holds_abandoned_record(const char *status_path) {
+    char existing[256];
+    int fd = open(status_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t length = read(fd, existing, sizeof existing - 1);
+    close(fd);
+    if (length <= 0) return 0;
+    existing[length] = '\0';
+    return strstr(existing, "\"abandoned\":true") != NULL;
+}
+
+/* Best effort: without the file the attempt is recorded lost, as before this keeper could say more. Never over a
+ * real status: a keeper forked for an earlier start of the same attempt, whose go-ahead went with a fork server
+ * that died before it answered, may get here after the keeper of the start made instead has recorded its
+ * program's end. Its own temporary name, as the two may write at once. */
 static void write_abandoned_status(const char *status_path) {
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     char line[160];
     snprintf(line, sizeof line, "{\"abandoned\":true,\"keeper_pid\":%d,\"duration_ns\":0,\"finished_at_ns\":%lld}\n",
              (int)getpid(), nanoseconds(&now));
-    if (write_status_atomically(status_path, line) != 0) perror("exit_keeper: writing the status file");
+    char temporary_path[4096];
+    if (snprintf(temporary_path, sizeof temporary_path, "%s.abandoned-%d", status_path, (int)getpid()) >=
+            (int)sizeof temporary_path ||
+        write_synced(temporary_path, line) != 0) {
+        perror("exit_keeper: writing the status file");
+        return;
+    }
+    if (link(temporary_path, status_path) == 0) {
+        unlink(temporary_path);
+    } else if (errno == EEXIST && holds_abandoned_record(status_path)) {
+        if (rename(temporary_path, status_path) != 0) perror("exit_keeper: writing the status file");
+    } else {
+        if (errno != EEXIST) perror("exit_keeper: writing the status file");
+        unlink(temporary_path);
+    }
 }
 
 static void fill_forwarded_set(sigset_t *set) {
