@@ -192,7 +192,9 @@ def test_an_abandoned_keeper_never_overwrites_a_real_status_only_an_abandoned_on
 ) -> None:
     """A keeper left from a start the fork server never answered may exit abandoned after the start made instead
     has recorded its program's end in the same status file."""
-    [keeper] = keeper_command(KeeperKind.NATIVE, keeper_build_dir)
+    command = keeper_command(KeeperKind.NATIVE, keeper_build_dir)
+    assert command is not None
+    [keeper] = command
     status = tmp_path / "exit-status.json"
     recorded = '{"program_pid":1,"exit_code":0,"signal":null}\n'
     status.write_text(recorded)
