@@ -15,6 +15,7 @@ from service.db.connections import unavailable_when_transient
 from service.stats import discovery_sql
 from service.stats.difference import DIFFERENCE_MIN_WINDOW_ATTEMPTS, difference_counts, estimate_sides
 from service.stats.discovery import DEFAULT_RECENT, test_all
+from service.stats.families import answered_by_family, read_family_rollup
 from service.stats.filters import StatsFilters
 from service.stats.findings import FINDINGS_LIMIT, Discovery
 from service.stats.overlap import candidates, count_overlaps, resolve, rollup_overlaps, sample_share
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 ROLLUP = "rollup"
 SCAN = "scan"
 DIFFERENCE = "rollup-minus-outside"
+BY_FAMILY = "rollup-by-family"
 
 
 def recent_window_start(filters: StatsFilters, recent: timedelta, now: datetime, *, whole_hours: bool) -> datetime:
@@ -72,24 +74,31 @@ async def compute_stats(
     recent: timedelta = DEFAULT_RECENT,
     now: datetime | None = None,
     difference_min_window_attempts: int = DIFFERENCE_MIN_WINDOW_ATTEMPTS,
+    by_family: bool = True,
 ) -> StatsReport:
-    """Every figure of /stats. No filter, or only `program`: the rollup. A window holding most of the attempts
-    (and no name prefix): the rollup minus the attempts outside it. Any other window or a name prefix: a scan.
+    """Every figure of /stats. No filter, or only `program`: the rollup. Only a name prefix without a digit, '-' or
+    '_': the rollup's name families that start with it. A window holding most of the attempts (and no name prefix):
+    the rollup minus the attempts outside it. Any other window or name prefix: a scan.
 
-    A database that is unreachable or restarting raises `DatabaseUnavailableError`, as the stores do.
+    A database that is unreachable or restarting raises `DatabaseUnavailableError`, as the stores do. Without
+    `by_family`, a name prefix is always scanned (to compare both ways).
     """
     filters = filters or StatsFilters()
     moment = now or datetime.now(UTC)
     async with unavailable_when_transient():
-        source = await choose_source(engine, filters, difference_min_window_attempts)
+        source = await choose_source(engine, filters, difference_min_window_attempts, by_family=by_family)
         recent_since = recent_window_start(filters, recent, moment, whole_hours=source != SCAN)
         return await _compute(engine, filters, patterns, recent, recent_since, source=source)
 
 
-async def choose_source(engine: AsyncEngine, filters: StatsFilters, difference_min_window_attempts: int) -> str:
-    """ROLLUP, DIFFERENCE or SCAN: whichever reads the fewest attempts for this request."""
+async def choose_source(
+    engine: AsyncEngine, filters: StatsFilters, difference_min_window_attempts: int, *, by_family: bool = True
+) -> str:
+    """ROLLUP, BY_FAMILY, DIFFERENCE or SCAN: whichever reads the fewest attempts for this request."""
     if not filters.needs_scan:
         return ROLLUP
+    if by_family and answered_by_family(filters):
+        return BY_FAMILY
     if filters.name_prefix is not None:
         return SCAN
     async with engine.connect() as connection:
@@ -124,22 +133,27 @@ async def _compute(
     else:
         async with engine.begin() as connection:
             refresh = await refresh_rollup(connection, patterns)
-            rows = await read_rollup(connection, filters.program)
-            _, value_rows, recent_rows, _ = _split(await _read_value_rollup(connection, filters.program, recent_since))
+            if source == BY_FAMILY and filters.name_prefix is not None:
+                rows, value_rows, recent_rows = await read_family_rollup(connection, filters.name_prefix, recent_since)
+            else:
+                rows = await read_rollup(connection, filters.program)
+                _, value_rows, recent_rows, _ = _split(
+                    await _read_value_rollup(connection, filters.program, recent_since)
+                )
         if refresh.rebuilt:
             await vacuum_queues(engine)
     report = build_report(rows, patterns, computed_from=source)
     value_attempts = report.finished_attempts if value_sample is None else value_sample[0]
     ranked, report_patterns = test_all(report, value_rows, recent_rows, recent, value_sample)
     chosen = candidates(ranked)
-    if filters.needs_scan:
+    if source in (SCAN, DIFFERENCE):
         async with engine.connect() as connection:
             await prepare_scan(connection)
             overlaps = await count_overlaps(connection, chosen, filters, report.finished_attempts)
         counted_at = report.finished_attempts
     else:
         async with engine.begin() as connection:
-            overlaps, counted_at = await rollup_overlaps(connection, chosen, filters.program, report.finished_attempts)
+            overlaps, counted_at = await rollup_overlaps(connection, chosen, filters, report.finished_attempts)
     findings = resolve(ranked, chosen, overlaps)[:FINDINGS_LIMIT]
     hypotheses = len(ranked)
     discovery = Discovery(

@@ -24,6 +24,9 @@ TOP_VALUES = 20
 """Per dimension, only this many of the most frequent values are tested (the cost stays bounded)."""
 ALL_PROGRAMS = ""
 """The `scope` of counts over every program together."""
+FAMILY_SCOPE_PREFIX = "family:"
+"""The `scope` of counts over one name family (of every program) is this and the family: a program is an absolute
+path, so no program's scope starts so."""
 VALUE_PREFIX, RECENT_PREFIX = "value:", "recent:"
 PROGRAM_KIND, FAMILY_KIND = "program", "name_family"
 SAMPLE_DIMENSION = "value_sample"
@@ -191,7 +194,32 @@ READ_ROLLUP_FREQUENT = _read_rollup("AND total >= :minimum")
 """The same with every value at least `minimum` attempts have: once the attempts outside a window are subtracted,
 the window's most frequent values may be others than the rollup's."""
 
-VALUE_TABLES = ("stats_rollup_values", "stats_rollup_hours")
+READ_FAMILY_ROLLUP = f"""
+    SELECT '' AS program, '{VALUE_PREFIX}' || dimension AS dimension, key::text AS key, total, successes
+    FROM (
+        SELECT *, row_number() OVER (
+            PARTITION BY dimension ORDER BY total DESC, key::text COLLATE "C"
+        ) AS frequency_rank
+        FROM (
+            SELECT dimension, key, sum(total) AS total, sum(successes) AS successes
+            FROM stats_rollup_values
+            WHERE scope LIKE :scopes
+            GROUP BY dimension, key
+        ) AS summed
+    ) AS ranked
+    WHERE frequency_rank <= {TOP_VALUES}
+    UNION ALL
+    SELECT '', '{RECENT_PREFIX}' || kind, to_jsonb(value)::text, sum(total), sum(successes)
+    FROM stats_rollup_hours
+    WHERE scope LIKE :scopes AND hour >= :recent_since
+    GROUP BY kind, value
+"""
+"""The most frequent values of each dimension and the recent window over the families whose scopes are LIKE
+`:scopes` (service/stats/families.py): their values summed, then ranked as a scan ranks them (ties by the JSON text,
+in code point order)."""
+
+VALUE_TABLES = ("stats_rollup_values", "stats_rollup_hours", "stats_rollup_families")
+"""Rebuilt with stats_rollup (the last holds its counts per name family: service/stats/families.py)."""
 OVERLAP_TABLE = "stats_rollup_overlaps"
 CLEAR_ROLLUP = tuple(f"DELETE FROM {table}" for table in (*VALUE_TABLES, OVERLAP_TABLE))
 
@@ -241,4 +269,5 @@ def overlap_sql(
 
 def fingerprint_material() -> list[list[str]]:
     """What the value rollup depends on, for the rollup's fingerprint."""
-    return [[d.name, d.expression] for d in VALUE_DIMENSIONS] + [[STARTED_HOUR, PROGRAM_KIND, FAMILY_KIND]]
+    kinds = [STARTED_HOUR, PROGRAM_KIND, FAMILY_KIND, FAMILY_SCOPE_PREFIX]
+    return [[d.name, d.expression] for d in VALUE_DIMENSIONS] + [kinds]

@@ -23,6 +23,8 @@ from service.stats.filters import StatsFilters
 from service.stats.findings import Finding, FindingKind
 from service.stats.statistics import Stratum, mantel_haenszel_p
 
+PREFIX_SCOPE = "namePrefix:"
+"""The `scope` of a name prefix's kept overlaps: this and the prefix (a program, an absolute path, never starts so)."""
 OVERLAP_CANDIDATES = 16
 """The strongest rejected findings (changes aside) whose overlaps are counted: one bit each."""
 SAME_ATTEMPTS_JACCARD = 0.95
@@ -146,16 +148,18 @@ def _renumbered(masks: list[list[int]], kept_order: list[str], order: list[str])
 
 
 async def rollup_overlaps(
-    connection: AsyncConnection, chosen: Sequence[Finding], program: str | None, finished_attempts: int
+    connection: AsyncConnection, chosen: Sequence[Finding], filters: StatsFilters, finished_attempts: int
 ) -> tuple[OverlapCounts, int]:
     """The overlaps of a rollup request, and how many finished attempts there were when they were counted: a sample's
     counts are reused while the same candidates are chosen and the attempts grew by less than OVERLAP_REUSE_GROWTH
     (a few more attempts barely move a sample of OVERLAP_SAMPLE_ATTEMPTS, and counting it costs more than the rest
-    of the request)."""
-    filters = StatsFilters(program=program)
+    of the request). `filters` is a program, a name prefix, or nothing."""
     if not chosen or sample_share(finished_attempts) is None:
         return await count_overlaps(connection, chosen, filters, finished_attempts), finished_attempts
-    scope = ALL_PROGRAMS if program is None else program
+    if filters.name_prefix is not None:
+        scope = PREFIX_SCOPE + filters.name_prefix
+    else:
+        scope = ALL_PROGRAMS if filters.program is None else filters.program
     order = [finding.id for finding in chosen]
     kept = (await connection.execute(_READ_KEPT, {"scope": scope})).one_or_none()
     if (
