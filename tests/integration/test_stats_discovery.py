@@ -232,8 +232,8 @@ def recount(attempts: list[Attempt]) -> Counter[tuple[str, str, object, int, int
             "attempt_number": a.attempt_number,
         }
         for dimension, value in values.items():
-            for scope in ("", a.program):
-                if scope and dimension == "program":
+            for scope in ("", a.program, f"family:{a.family}"):
+                if scope == a.program and dimension == "program":
                     continue
                 cell = cells[(scope, dimension, json.dumps(value))]
                 cell[0] += 1
@@ -268,7 +268,7 @@ async def test_the_sql_counts_equal_a_python_recount(engine: AsyncEngine) -> Non
     expected_hours: dict[tuple[str, datetime, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for a in attempts:
         hour = a.started_at.replace(minute=0, second=0, microsecond=0)
-        for scope in ("", a.program):
+        for scope in ("", a.program, f"family:{a.family}"):
             for kind, value in (("program", a.program), ("name_family", a.family)):
                 cell = expected_hours[(scope, hour, kind, value)]
                 cell[0] += 1
