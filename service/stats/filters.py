@@ -37,7 +37,8 @@ class StatsFilters:
 
     @property
     def needs_scan(self) -> bool:
-        """The rollup is kept per program only: a window or a name prefix is answered by scanning attempt_facts."""
+        """Not the rollup as it is kept per program: a window (the rollup minus its outside, or a scan) or a name
+        prefix (the rollup per name family, or a scan: service/stats/families.py)."""
         return self.since is not None or self.until is not None or self.name_prefix is not None
 
     def attempt_conditions(self) -> tuple[str, dict[str, object]]:
