@@ -29,6 +29,10 @@ ROLLUP_LOCK_KEY = 5_716_220_431
 # planner hash every grouping set of its one pass (below that, it sorts the million facts once per few sets). What
 # it really takes is what the counts need: a few tens of MB at a million attempts.
 REBUILD_WORK_MEM = "128MB"
+# Counted per program and name family, the sets look far bigger to the planner than they are (it multiplies the
+# columns' distinct values): with hash tables allowed no more than twice work_mem it would sort the million facts for
+# a few sets, on disk. Allowing them more lets it hash every set; they really take tens of MB.
+REBUILD_HASH_MEM_MULTIPLIER = 4
 SCAN_WORK_MEM = "32MB"
 
 QUEUE_TABLES = ("stats_rollup_pending_attempts", "stats_rollup_pending_jobs", "stats_rollup_invalidations")
@@ -78,6 +82,7 @@ async def refresh_rollup(
     rebuild = state.invalidated or state.stored != fingerprint or many_pending
     if rebuild:
         await connection.execute(text(f"SET LOCAL work_mem = '{REBUILD_WORK_MEM}'"))
+        await connection.execute(text(f"SET LOCAL hash_mem_multiplier = {REBUILD_HASH_MEM_MULTIPLIER}"))
         await connection.execute(text("DELETE FROM stats_rollup"))
         for statement in CLEAR_VALUE_ROLLUP:
             await connection.execute(text(statement))
