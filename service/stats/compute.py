@@ -153,6 +153,8 @@ async def _compute(
         counted_at = report.finished_attempts
     else:
         async with engine.begin() as connection:
+            if source == BY_FAMILY:  # a fresh sample reads the prefix's attempts
+                await prepare_scan(connection)
             overlaps, counted_at = await rollup_overlaps(connection, chosen, filters, report.finished_attempts)
     findings = resolve(ranked, chosen, overlaps)[:FINDINGS_LIMIT]
     hypotheses = len(ranked)
