@@ -23,7 +23,7 @@ from service import __version__
 from service.api.attempts import AttemptController
 from service.api.auth import BearerTokenMiddleware, TokenRegistry
 from service.api.back_pressure import QueueGauge
-from service.api.dependencies import JobDefaults, OutputAccess, from_state
+from service.api.dependencies import JobDefaults, JobIntake, OutputAccess, from_state
 from service.api.docs import DocsAssetController, openapi_config
 from service.api.errors import handle_database_unavailable, handle_http_exception, handle_unexpected_exception
 from service.api.health import HealthController, ReadyController
@@ -36,9 +36,8 @@ from service.api.stats import StatsController
 from service.api.validation import (
     MAX_REQUEST_BODY_BYTES,
     QUERY_PARAMETERS_STATE_KEY,
+    check_request_head,
     known_query_parameters,
-    reject_oversized_headers,
-    reject_unknown_query_parameters,
 )
 from service.db.attempt_store import AttemptStore
 from service.db.connections import Database
@@ -189,6 +188,7 @@ def create_app(settings: Settings) -> Litestar:
                 "job_store",
                 "supervisor",
                 "job_defaults",
+                "job_intake",
                 "output_access",
                 "engine",
                 "stats_engine",
@@ -203,7 +203,7 @@ def create_app(settings: Settings) -> Litestar:
             DatabaseUnavailableError: handle_database_unavailable,
             SQLAlchemyError: handle_database_unavailable,
         },
-        guards=[reject_oversized_headers, reject_unknown_query_parameters],
+        guards=[check_request_head],
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
         lifespan=[functools.partial(_reload_tokens_on_sighup, tokens), lifespan],
         # The request id first, so that a refused request too is answered with its id.
@@ -249,6 +249,7 @@ def _share_with_controllers(
         timeout_seconds=settings.default_timeout_seconds,
         limits=settings.job_limits,
     )
+    state.job_intake = JobIntake(job_store, supervisor, state.job_defaults, state.queue_gauge)
     state.output_access = OutputAccess(
         output_dir=settings.data_dir / "output", node_id=node_id, tail_bytes=settings.output_tail_bytes
     )

@@ -10,6 +10,8 @@ from typing import Protocol, runtime_checkable
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from service.api.back_pressure import QueueGauge
+from service.db.job_store import JobStore
 from service.domain.limits import NO_LIMITS, JobLimits
 
 
@@ -48,6 +50,17 @@ class OutputAccess:
     output_dir: Path
     node_id: str
     tail_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobIntake:
+    """What POST /jobs needs, as one dependency: Litestar resolves several dependencies of one handler in a task
+    group, a task for each, on every request."""
+
+    job_store: JobStore
+    supervisor: SupervisorHandle
+    defaults: JobDefaults
+    queue_gauge: QueueGauge
 
 
 def from_state(name: str) -> Provide:
