@@ -48,6 +48,7 @@ from service.db.migrate import upgrade_to_head
 from service.db.node_store import NodeRegistration
 from service.db.retention_store import RetentionStore
 from service.domain.retry import RetryPolicy
+from service.logs import lines_written_in_background
 from service.runner.job_user import JobUserError, resolve_job_user
 from service.runner.keeper import KeeperKind, keeper_command
 from service.runner.launcher import ProcessLauncher
@@ -205,7 +206,8 @@ def create_app(settings: Settings) -> Litestar:
         },
         guards=[check_request_head],
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
-        lifespan=[functools.partial(_reload_tokens_on_sighup, tokens), lifespan],
+        # The log writer first: it writes the lines of the start-up and of the shutdown too.
+        lifespan=[_log_writer, functools.partial(_reload_tokens_on_sighup, tokens), lifespan],
         # The request id first, so that a refused request too is answered with its id.
         middleware=[request_ids, BearerTokenMiddleware(tokens), metrics.submission_counter],
         after_exception=[metrics.count_database_error],
@@ -294,6 +296,13 @@ async def _migrate(database_url: str, connect_seconds: float) -> None:
         await upgrade_to_head(engine)
     finally:
         await engine.dispose()
+
+
+@asynccontextmanager
+async def _log_writer(_app: Litestar) -> AsyncIterator[None]:
+    """While the app runs, log lines are formatted and written by a thread of their own, not by the event loop."""
+    with lines_written_in_background():
+        yield
 
 
 @asynccontextmanager
