@@ -116,7 +116,7 @@ class HandOverHandler(logging.handlers.QueueHandler):
     """
 
     def __init__(self, targets: Sequence[logging.Handler]) -> None:
-        super().__init__(queue.Queue())
+        super().__init__(queue.SimpleQueue())
         self._targets = tuple(targets)
         self._users = 0
         self._listener: logging.handlers.QueueListener | None = None
@@ -127,7 +127,7 @@ class HandOverHandler(logging.handlers.QueueHandler):
         with self._switching:
             self._users += 1
             if self._listener is None:
-                listener = logging.handlers.QueueListener(self.queue, *self._targets, respect_handler_level=True)
+                listener = _Writer(self.queue, *self._targets, respect_handler_level=True)
                 listener.start()
                 self._listener = listener
 
@@ -160,7 +160,9 @@ class HandOverHandler(logging.handlers.QueueHandler):
     def flush(self) -> None:
         """Return once every record handed over so far is written."""
         if self._listener is not None:
-            self.queue.join()  # type: ignore[attr-defined]
+            written = _WrittenSoFar()
+            self.queue.put_nowait(written)
+            written.event.wait(FLUSH_TIMEOUT_SECONDS)
         for target in self._targets:
             target.flush()
 
@@ -175,6 +177,22 @@ class HandOverHandler(logging.handlers.QueueHandler):
 
 
 _TRACEBACKS = logging.Formatter()
+FLUSH_TIMEOUT_SECONDS = 10.0
+
+
+class _WrittenSoFar:
+    """Put in the queue by a flush: the writer sets its event once it gets there."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+
+class _Writer(logging.handlers.QueueListener):
+    def handle(self, record: logging.LogRecord | _WrittenSoFar) -> None:
+        if isinstance(record, _WrittenSoFar):
+            record.event.set()
+            return
+        super().handle(record)
 
 
 @contextlib.contextmanager

@@ -42,6 +42,9 @@ def test_lines_handed_to_the_writer_thread_keep_their_order_and_request_ids(log_
             int("shown below its line")
         except ValueError:
             logger.exception("a failure")
+        for handler in logging.getLogger().handlers:
+            handler.flush()  # returns once the thread has written everything handed over
+        assert len(log_file.read_text(encoding="utf-8").splitlines()) == 201
     logger.info("written by its caller once the thread is gone")
 
     entries = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
