@@ -209,7 +209,7 @@ def create_app(settings: Settings) -> Litestar:
         # The log writer first: it writes the lines of the start-up and of the shutdown too.
         lifespan=[_log_writer, functools.partial(_reload_tokens_on_sighup, tokens), lifespan],
         # The request id first, so that a refused request too is answered with its id.
-        middleware=[request_ids, BearerTokenMiddleware(tokens), metrics.submission_counter],
+        middleware=[request_ids, BearerTokenMiddleware(tokens)],
         after_exception=[metrics.count_database_error],
         template_config=web_template_config(),
         logging_config=None,  # the entry point configures logging once, for the whole process
@@ -251,7 +251,9 @@ def _share_with_controllers(
         timeout_seconds=settings.default_timeout_seconds,
         limits=settings.job_limits,
     )
-    state.job_intake = JobIntake(job_store, supervisor, state.job_defaults, state.queue_gauge)
+    state.job_intake = JobIntake(
+        job_store, supervisor, state.job_defaults, state.queue_gauge, count_accepted=metrics.jobs_submitted.inc
+    )
     state.output_access = OutputAccess(
         output_dir=settings.data_dir / "output", node_id=node_id, tail_bytes=settings.output_tail_bytes
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -61,6 +61,8 @@ class JobIntake:
     supervisor: SupervisorHandle
     defaults: JobDefaults
     queue_gauge: QueueGauge
+    count_accepted: Callable[[], None]
+    """Counts a job stored (answered 201) in the service's metrics."""
 
 
 def from_state(name: str) -> Provide:

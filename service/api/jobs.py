@@ -202,6 +202,7 @@ class JobController(Controller):
             job, created = submission.job, submission.created
         if created:
             queue_gauge.accepted()
+            job_intake.count_accepted()
             logger.info(
                 "job %s accepted: name %r, program %s, %d argument(s), submitted by %s",
                 format_job_id(job.id),
