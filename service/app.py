@@ -36,8 +36,8 @@ from service.api.stats import StatsController
 from service.api.validation import (
     MAX_REQUEST_BODY_BYTES,
     QUERY_PARAMETERS_STATE_KEY,
-    check_request_head,
     known_query_parameters,
+    request_head_checks,
 )
 from service.db.attempt_store import AttemptStore
 from service.db.connections import Database
@@ -204,12 +204,11 @@ def create_app(settings: Settings) -> Litestar:
             DatabaseUnavailableError: handle_database_unavailable,
             SQLAlchemyError: handle_database_unavailable,
         },
-        guards=[check_request_head],
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
         # The log writer first: it writes the lines of the start-up and of the shutdown too.
         lifespan=[_log_writer, functools.partial(_reload_tokens_on_sighup, tokens), lifespan],
         # The request id first, so that a refused request too is answered with its id.
-        middleware=[request_ids, BearerTokenMiddleware(tokens)],
+        middleware=[request_ids, BearerTokenMiddleware(tokens), request_head_checks],
         after_exception=[metrics.count_database_error],
         template_config=web_template_config(),
         logging_config=None,  # the entry point configures logging once, for the whole process
