@@ -26,7 +26,7 @@ from typing import TextIO
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.db.engine import create_engine
+from service.db.engine import Timeouts, create_engine
 from service.db.migrate import upgrade_to_head
 from service.stats.compute import compute_stats
 
@@ -355,7 +355,8 @@ def run_seed(
     """Refuse a database with jobs (unless `into_existing`), then migrate, seed with a progress bar, report."""
 
     async def _run() -> SeedResult:
-        engine = create_engine(database_url, pool_size=1)
+        # A bulk load: a chunk on a busy machine may take longer than the service's per-statement bound.
+        engine = create_engine(database_url, pool_size=1, timeouts=Timeouts(statement_seconds=None))
         try:
             if not into_existing and await _holds_jobs(engine):
                 raise SeedRefusedError(

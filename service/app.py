@@ -23,7 +23,7 @@ from service import __version__
 from service.api.attempts import AttemptController
 from service.api.auth import BearerTokenMiddleware, TokenRegistry
 from service.api.back_pressure import QueueGauge
-from service.api.dependencies import JobDefaults, JobIntake, OutputAccess, from_state
+from service.api.dependencies import JobDefaults, JobIntake, NodeLease, OutputAccess, from_state
 from service.api.docs import DocsAssetController, openapi_config
 from service.api.errors import handle_database_unavailable, handle_http_exception, handle_unexpected_exception
 from service.api.health import HealthController, ReadyController
@@ -126,6 +126,7 @@ def create_app(settings: Settings) -> Litestar:
                 supervisor=supervisor,
                 metrics=metrics,
                 node_id=node_id,
+                node_lease=membership.heartbeat,
             )
             # A cancel asked for on any node wakes this one too: the attempt may be running here.
             listener = DueJobListener(
@@ -196,6 +197,7 @@ def create_app(settings: Settings) -> Litestar:
                 "metrics",
                 "queue_gauge",
                 "node_access",
+                "node_lease",
             )
         },
         exception_handlers={
@@ -234,8 +236,10 @@ def _share_with_controllers(
     supervisor: Supervisor,
     metrics: ServiceMetrics,
     node_id: str,
+    node_lease: NodeLease,
 ) -> None:
     """What the controllers are handed, by name (see api/dependencies.py `from_state`)."""
+    state.node_lease = node_lease
     state.engine = engine
     state.stats_engine = stats_engine
     state.job_store = job_store = JobStore(database)

@@ -31,6 +31,15 @@ class SupervisorHandle(Protocol):
     def wake(self) -> None: ...
 
 
+@runtime_checkable
+class NodeLease(Protocol):
+    """This node's lease, as /ready reports it."""
+
+    def lease_seconds_left(self) -> float | None:
+        """Seconds its programs may still run on the last renewal (negative once lapsed); None without a lease."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class JobDefaults:
     """What a submitted job may choose from, and what it gets when the request does not say."""

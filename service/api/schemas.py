@@ -338,4 +338,7 @@ class ReadyRead(msgspec.Struct, rename="camel"):
     """`ok`, `unreachable`, or `schema behind` (a migration is not applied)."""
     claim_loop: str
     """`running` or `stopped`."""
+    lease: str = "none"
+    """`held`, `lapsed` (this node's programs are being ended, another node may take its jobs), or `none` (the
+    node runs without a lease: the embedded database, NODE_LEASE_SECONDS=0)."""
     reason: str | None = None

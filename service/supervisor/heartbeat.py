@@ -62,10 +62,21 @@ class Heartbeat:
         self._lease_file = lease_file
         self._output_dir = output_dir
         self._task: asyncio.Task[None] | None = None
+        self._programs_may_run_until: float | None = None
+        """The wall-clock time the lease file last promised the keepers (they read the same clock)."""
 
     @property
     def interval_seconds(self) -> float:
         return self._lease.heartbeat_interval_seconds if self._lease else LEASELESS_HEARTBEAT_SECONDS
+
+    def lease_seconds_left(self) -> float | None:
+        """How long this node's programs may still run on the lease renewed last (negative once it lapsed, the
+        keepers then end them); None when the node runs without a lease."""
+        if self._lease is None:
+            return None
+        if self._programs_may_run_until is None:
+            return 0.0
+        return self._programs_may_run_until - time.time()
 
     @property
     def _lease_seconds(self) -> float | None:
@@ -123,6 +134,7 @@ class Heartbeat:
             return
         if kept and self._lease_file is not None and self._lease is not None:
             self._lease_file.extend_for(self._shutdown_lease_seconds - self._lease.margin_seconds, since=sent_at)
+            self._programs_may_run_until = sent_at + self._shutdown_lease_seconds - self._lease.margin_seconds
             logger.info(
                 "node %s keeps its place for %.0f s: programs left running are adopted on return",
                 self._registration.id,
@@ -153,6 +165,8 @@ class Heartbeat:
         return HeartbeatReport(renewed=False, rejoined=True, ended=ended)
 
     def _extend_lease_file(self, sent_at: float) -> None:
+        if self._lease is not None:
+            self._programs_may_run_until = sent_at + self._lease.fence_after_seconds
         if self._lease_file is not None and self._lease is not None:
             self._lease_file.extend_for(self._lease.fence_after_seconds, since=sent_at)
 

@@ -262,11 +262,18 @@ def test_a_node_cut_off_from_the_database_has_its_jobs_rerun_elsewhere_and_no_pr
         node_b = cluster.start_node("node-b", database_url=through_proxy, MAX_CONCURRENT_JOBS="4")
         job_ids = cluster.submit(node_b, 8, LONG_JOB_SECONDS, "partition")
         on_b = _jobs_running_on(cluster, "node-b", 4)
+        with node_b.client() as client:
+            assert client.get("/ready").json()["lease"] == "held"
 
         started = time.monotonic()
         proxy.cut()
         try:
             lost_rows = _wait_until_taken_over(cluster, on_b)
+            with node_b.client() as client:
+                cut_off = client.get("/ready")
+            assert cut_off.status_code == 503, cut_off.text
+            assert cut_off.json()["lease"] == "lapsed", cut_off.text
+            assert "this node's lease lapsed" in cut_off.json()["reason"], cut_off.text
             _outlast_the_programs(started)
         finally:
             proxy.start()
@@ -277,6 +284,10 @@ def test_a_node_cut_off_from_the_database_has_its_jobs_rerun_elsewhere_and_no_pr
         )
         _assert_taken_over_without_double_finishes(cluster, job_ids, on_b, lost_rows)
         wait_until(lambda: cluster.node_rows()["node-b"]["state"] == "alive" or None, timeout=10, message=node_b.output)
+        with node_b.client() as client:
+            wait_until(
+                lambda: client.get("/ready").json()["lease"] == "held" or None, timeout=10, message=node_b.output
+            )
     finally:
         proxy.close()
 

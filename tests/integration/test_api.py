@@ -469,3 +469,18 @@ async def test_health_reports_the_node_and_its_database(client: Client) -> None:
     assert health["database"] == "ok"
     assert health["nodeId"] == "test-node"
     assert health["runningJobs"] == 0
+
+
+async def test_ready_reports_the_node_ready_with_its_lease_held(client: Client) -> None:
+    response = await client.get("/ready")
+
+    assert response.status_code == 200, response.text
+    ready = response.json()
+    assert ready == {
+        "status": "ready",
+        "nodeId": "test-node",
+        "database": "ok",
+        "claimLoop": "running",
+        "lease": "held",
+        "reason": None,
+    }
