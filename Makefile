@@ -38,6 +38,8 @@ format: install
 upgrade: install  ## apply the database migrations
 	$(BIN)/jobmanager db upgrade
 
+# wrk, ab (apache2-utils) and GNU parallel are the system's packages, not pip's: run as root with apt-get, the bench
+# installs those missing itself; otherwise the figures that need them are reported as not measured.
 bench: $(VENV)/.bench-installed  ## every benchmark next to its baseline; results in bench/results/
 	$(BIN)/python -m bench
 

@@ -20,6 +20,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench import (
     accept,
@@ -59,6 +60,17 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
 BUDGET_SECONDS = 600.0
 
 
+def format_load(averages: tuple[float, ...] | list[float]) -> str:
+    return ", ".join(f"{value:.2f}" for value in averages)
+
+
+def describe_machine(described: dict[str, Any]) -> str:
+    return (
+        f"{described['cpus']} x {described['cpu_model'] or 'unknown CPU'}, {described['memory_gib']} GiB, "
+        f"{described['system']}, Python {described['python']}, {described['database']}"
+    )
+
+
 def main() -> None:
     if sys.argv[1:2] == ["seed"]:
         sys.exit(seed.main(sys.argv[2:]))
@@ -73,7 +85,7 @@ def main() -> None:
     selected = options.only or list(BENCHMARKS)
     described = machine()
     print(f"bench: {', '.join(selected)}")
-    print(f"machine: {described}", flush=True)
+    print(f"machine: {describe_machine(described)}", flush=True)
     rows: list[Row] = []
     durations: dict[str, float] = {}
     loads: dict[str, float] = {}  # the machine is shared: how busy it was as each benchmark began
@@ -92,7 +104,12 @@ def main() -> None:
             durations[name] = time.monotonic() - began
             print(f"  ({durations[name]:.0f} s)", flush=True)
     total = time.monotonic() - started
-    print(f"\nsummary ({total:.0f} s in all; the machine had a load average of {described['load_average_1m']:.2f})")
+    ending = os.getloadavg()
+    print(f"\nsummary ({total:.0f} s in all) on {describe_machine(described)}")
+    print(
+        f"load average (1, 5, 15 min): {format_load(described['load_averages'])} at the start, "
+        f"{format_load(ending)} at the end"
+    )
     print_table(rows)
     if total > BUDGET_SECONDS:
         print(f"warning: the run took longer than {BUDGET_SECONDS:.0f} s; scale it down with the size options")
@@ -103,6 +120,7 @@ def main() -> None:
             "seconds": total,
             "durations": durations,
             "load_average_at_start": loads,
+            "load_averages_at_end": ending,
             "rows": rows_as_json(rows),
         },
     )

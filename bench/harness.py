@@ -225,6 +225,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sizes")
     group.add_argument("--jobs", type=int, default=2000, help="no-op jobs for throughput and peer (2000)")
     group.add_argument("--program", default="/bin/true", help="the no-op program (/bin/true)")
+    group.add_argument("--rounds", type=int, default=3, help="end-to-end rounds of each client in throughput (3)")
     group.add_argument("--slots", type=int, default=32, help="MAX_CONCURRENT_JOBS, and the peer's concurrency (32)")
     group.add_argument("--connections", type=int, default=32, help="concurrent HTTP connections of the client (32)")
     group.add_argument(
@@ -414,6 +415,7 @@ def machine() -> dict[str, Any]:
         "cpu_model": model,
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "load_average_1m": os.getloadavg()[0],
+        "load_averages": os.getloadavg(),
         "python": platform.python_version(),
         "system": platform.platform(),
         "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL",

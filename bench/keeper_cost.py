@@ -3,7 +3,8 @@
     python -m bench.keeper_cost [--runs 500]
 
 Runs `/bin/true` through the service's own runner (start, go-ahead, wait, read the exit status) with no keeper
-(the baseline, measured in the same run), with the compiled keeper, and with the Python keeper. Prints the time
+(the baseline, measured in the same run), with the compiled keeper spawned per job, with the compiled keeper forked
+by the fork server, and with the Python keeper. Prints the time
 per job and the ratio to the baseline, and the resident memory of each keeper while its program sleeps.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 
 from bench.harness import write_results
 from service.runner.keeper import KeeperKind, keeper_command
-from service.runner.launcher import ProcessLauncher, ProcessSpec
+from service.runner.launcher import ProcessLauncher, ProcessSpec, RunningProcess
 from service.settings import Settings
 
 NO_OP_PROGRAM = "/bin/true"
@@ -40,11 +41,18 @@ def spec(folder: Path, number: int, argv: list[str]) -> ProcessSpec:
     )
 
 
+async def start(launcher: ProcessLauncher, process_spec: ProcessSpec) -> RunningProcess:
+    [process] = await launcher.start_many([process_spec])
+    if not isinstance(process, RunningProcess):
+        raise process
+    return process
+
+
 async def time_runs(launcher: ProcessLauncher, folder: Path, runs: int) -> list[float]:
     durations = []
     for number in range(runs):
         started = time.perf_counter()
-        process = launcher.start(spec(folder, number, [NO_OP_PROGRAM]))
+        process = await start(launcher, spec(folder, number, [NO_OP_PROGRAM]))
         process.release()
         process_exit = await process.wait()
         durations.append(time.perf_counter() - started)
@@ -60,7 +68,7 @@ def resident_kb(pid: int) -> int:
 
 
 async def keeper_memory(launcher: ProcessLauncher, folder: Path) -> int:
-    process = launcher.start(spec(folder, 0, [SLEEP_PROGRAM, "1"]))
+    process = await start(launcher, spec(folder, 0, [SLEEP_PROGRAM, "1"]))
     process.release()
     await asyncio.sleep(0.3)  # past the keeper's start-up and its fork
     rss = resident_kb(process.pid)
@@ -74,6 +82,7 @@ async def measure(runs: int) -> dict[str, Any]:
         folder = Path(temporary)
         kinds = {"none": KeeperKind.NONE, "native": KeeperKind.NATIVE, "python": KeeperKind.PYTHON}
         launchers = {name: ProcessLauncher(keeper_command(kind, folder / "bin")) for name, kind in kinds.items()}
+        launchers["served"] = ProcessLauncher(keeper_command(KeeperKind.NATIVE, folder / "bin"), fork_server=True)
         for name, launcher in launchers.items():
             await time_runs(launcher, folder, 20)  # warm caches before measuring
             durations = await time_runs(launcher, folder / name, runs)
@@ -82,6 +91,7 @@ async def measure(runs: int) -> dict[str, Any]:
                 "p95_ms": statistics.quantiles(durations, n=20)[18] * 1000,
                 "keeper_rss_kb": await keeper_memory(launcher, folder) if name != "none" else 0,
             }
+            await launcher.close()
     baseline = results["none"]["median_ms"]
     for figures in results.values():
         figures["ratio_to_baseline"] = figures["median_ms"] / baseline

@@ -1,4 +1,5 @@
-"""Peer: the same 2,000 no-op jobs through procrastinate, whose task spawns the same program. Goal: service >= 5x.
+"""Peers: the same 2,000 no-op jobs through procrastinate, whose task spawns the same program (goal: service >= 5x),
+and through `xargs -P` and GNU parallel (bench/spawn_peers.py; a comparison, with no target).
 
     python -m bench.peer [--jobs 2000] [--slots 32] [--connections 32] [--program /bin/true]
 
@@ -8,13 +9,18 @@ MAX_CONCURRENT_JOBS in the throughput benchmark), listening for notifications li
 runs the program with asyncio.create_subprocess_exec and fails on a non-zero exit. The bench process defers the
 jobs over --connections concurrent defers and polls procrastinate_jobs until all have succeeded: the same
 end-to-end clock as the throughput benchmark. The service's figure is the throughput benchmark's of the same run
-(measured here when this benchmark runs on its own). Skipped, saying so, when procrastinate is not installed.
+(measured here when this benchmark runs on its own): the median of its rounds with the bench's own client.
+Skipped, saying so, when procrastinate is not installed. xargs -P and GNU parallel run the program --slots at
+a time, three times each (the median counts; fewer when the runs would take longer than SPAWNER_BUDGET_SECONDS
+on a busy machine); GNU parallel comes from apt (bench/load_tools.py), and its row says
+why when it could not be had.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib.util
 import os
 import signal
@@ -25,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from bench import peer_app, throughput
+from bench import load_tools, peer_app, spawn_peers, throughput
 from bench.harness import (
     PROJECT_ROOT,
     Context,
@@ -44,6 +50,9 @@ WORKER_READY_TIMEOUT_SECONDS = 30.0
 FINISH_TIMEOUT_SECONDS = 600.0
 WORKER_STOP_TIMEOUT_SECONDS = 30.0
 INSTALL_HINT = "pip install -e '.[bench]'"
+SPAWNER_RUNS = 3
+SPAWNER_BUDGET_SECONDS = 30.0  # GNU parallel takes seconds a run on a busy machine: fewer runs then
+SPAWNER_GOAL = "none (a comparison)"
 
 
 def procrastinate_installed() -> bool:
@@ -115,7 +124,18 @@ def measure_procrastinate(context: Context) -> dict[str, Any]:
                 worker.wait()
 
 
-def run(context: Context) -> list[Row]:
+def service_rate(context: Context) -> tuple[float, str]:
+    """The service's end-to-end jobs/s of this run, measured now if the throughput benchmark did not run."""
+    rate = context.figures.get("throughput.jobs_per_second")
+    if rate is not None:
+        return rate, "the throughput benchmark of this run, bench client"
+    print("  the service's throughput, measured now (the throughput benchmark did not run):", flush=True)
+    rate = throughput.measure_service(context)["jobs_per_second"]
+    context.figures["throughput.jobs_per_second"] = rate
+    return rate, "measured by this benchmark, bench client"
+
+
+def procrastinate_row(context: Context) -> Row:
     options = context.options
     benchmark = f"2 peer ({options.jobs} jobs via procrastinate)"
     goal = f"service >= {GOAL_RATIO:.0f}x procrastinate"
@@ -123,7 +143,7 @@ def run(context: Context) -> list[Row]:
         message = f"procrastinate is not installed ({INSTALL_HINT}, or make bench)"
         print(f"peer: SKIPPED: {message}", flush=True)
         write_results(NAME, {"skipped": message})
-        return [Row(benchmark, "skipped", message, None, goal, "SKIP")]
+        return Row(benchmark, "skipped", message, None, goal, "SKIP")
     print(
         f"peer: {options.jobs} x {options.program} through procrastinate (worker process, concurrency "
         f"{options.slots}; deferred over {options.connections} concurrent defers)",
@@ -131,24 +151,19 @@ def run(context: Context) -> list[Row]:
     )
     peer = measure_procrastinate(context)
     print(f"  procrastinate: {peer['jobs_per_second']:.0f} jobs/s ({peer['seconds']:.2f} s; {peer['statuses']})")
-    service_rate = context.figures.get("throughput.jobs_per_second")
-    source = "the throughput benchmark of this run"
-    if service_rate is None:
-        print("  the service's throughput, measured now (the throughput benchmark did not run):", flush=True)
-        service_rate = throughput.measure_service(context)["jobs_per_second"]
-        source = "measured by this benchmark"
-    ratio = service_rate / peer["jobs_per_second"]
+    rate, source = service_rate(context)
+    ratio = rate / peer["jobs_per_second"]
     succeeded = peer["statuses"].get("succeeded", 0)
     row = Row(
         benchmark=benchmark,
-        figure=f"service {service_rate:.0f} jobs/s",
+        figure=f"service {rate:.0f} jobs/s",
         baseline=f"procrastinate {peer['jobs_per_second']:.0f}/s",
         ratio=ratio,
         goal=goal,
         verdict=verdict(ratio >= GOAL_RATIO and succeeded == options.jobs),
     )
-    print(f"  service {service_rate:.0f} jobs/s ({source}); ratio {ratio:.2f} (goal >= {GOAL_RATIO}): {row.verdict}")
-    return conclude(
+    print(f"  service {rate:.0f} jobs/s ({source}); ratio {ratio:.2f} (goal >= {GOAL_RATIO}): {row.verdict}")
+    conclude(
         NAME,
         row,
         {
@@ -156,12 +171,56 @@ def run(context: Context) -> list[Row]:
             "program": options.program,
             "concurrency": options.slots,
             "procrastinate": peer,
-            "service_jobs_per_second": service_rate,
+            "service_jobs_per_second": rate,
             "service_figure_from": source,
             "ratio": ratio,
             "goal_ratio": GOAL_RATIO,
         },
     )
+    return row
+
+
+def spawner_rows(context: Context) -> list[Row]:
+    """xargs -P and GNU parallel, each SPAWNER_RUNS times; the service's ratio to the median of each."""
+    options = context.options
+    missing = load_tools.ensure_tools(["xargs", "parallel"])
+    spawners = {
+        f"xargs -P {options.slots}": ("xargs", spawn_peers.run_xargs),
+        f"GNU parallel -j {options.slots}": ("parallel", spawn_peers.run_parallel),
+    }
+    rows: list[Row] = []
+    results: dict[str, Any] = {}
+    for label, (command, runner) in spawners.items():
+        benchmark = f"2 peer ({options.jobs} jobs via {label})"
+        if command in missing:
+            reason = load_tools.not_measured(command, missing[command])
+            print(f"  {label}: {reason}", flush=True)
+            results[label] = {"skipped": reason}
+            rows.append(Row(benchmark, "not measured", reason, None, SPAWNER_GOAL, "SKIP"))
+            continue
+        measured = spawn_peers.repeated(
+            functools.partial(runner, options.program, options.jobs, options.slots),
+            runs=SPAWNER_RUNS,
+            budget_seconds=SPAWNER_BUDGET_SECONDS,
+        )
+        rate, source = service_rate(context)
+        peer_rate = measured["jobs_per_second"]
+        once = "" if measured["each_ran_once"] else ", NOT each run once"
+        print(
+            f"  {label}: {peer_rate:.0f} jobs/s (median of {len(measured['runs'])}){once}; "
+            f"service {rate:.0f} ({source})"
+        )
+        results[label] = {**measured, "service_jobs_per_second": rate, "ratio": rate / peer_rate}
+        rows.append(
+            Row(benchmark, f"service {rate:.0f} jobs/s", f"{label} {peer_rate:.0f}/s{once}", rate / peer_rate,
+                SPAWNER_GOAL, "-")
+        )  # fmt: skip
+    write_results("spawners", {"jobs": options.jobs, "program": options.program, "spawners": results})
+    return rows
+
+
+def run(context: Context) -> list[Row]:
+    return [procrastinate_row(context), *spawner_rows(context)]
 
 
 def main() -> None:

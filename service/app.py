@@ -67,6 +67,14 @@ from service.web import web_route_handlers, web_template_config
 logger = logging.getLogger(__name__)
 
 
+async def _stop_supervisor(supervisor: Supervisor, launcher: ProcessLauncher) -> None:
+    """The supervisor, then its fork server: nothing spawns or waits on it any more."""
+    try:
+        await supervisor.stop()
+    finally:
+        await launcher.close()
+
+
 def create_app(settings: Settings) -> Litestar:
     """Build the application. `settings.database_url` must be set (the entry point resolves the embedded one)."""
     if settings.database_url is None:
@@ -93,7 +101,11 @@ def create_app(settings: Settings) -> Litestar:
             attempt_store = AttemptStore(database)
             node_id = resolve_node_id(settings.node_id, settings.data_dir)
             output_dir = settings.data_dir / "output"
-            keeper = await asyncio.to_thread(keeper_command, settings.exit_keeper, settings.data_dir / "bin")
+            launcher = ProcessLauncher(
+                await asyncio.to_thread(keeper_command, settings.exit_keeper, settings.data_dir / "bin"),
+                job_user=job_user,
+                fork_server=settings.keeper_fork_server,
+            )
             retry_policy = RetryPolicy(
                 base_seconds=settings.retry_backoff_base, cap_seconds=settings.retry_backoff_cap_seconds
             )
@@ -113,7 +125,7 @@ def create_app(settings: Settings) -> Litestar:
                     output_tail_bytes=settings.output_tail_bytes,
                     lease_path=lease_path_for(settings.data_dir, settings.node_lease_seconds),
                 ),
-                ProcessLauncher(keeper, job_user=job_user),
+                launcher,
                 observer=metrics,
             )
             membership = _membership(settings, database, supervisor, node_id, retry_policy)
@@ -140,7 +152,7 @@ def create_app(settings: Settings) -> Litestar:
                 supervisor,
                 output_dir=output_dir,
                 retry_policy=retry_policy,
-                keeper_in_use=keeper is not None,
+                keeper_in_use=launcher.uses_keeper,
                 output_tail_bytes=settings.output_tail_bytes,
             )
             sweeper = OutcomeSweeper(
@@ -166,7 +178,7 @@ def create_app(settings: Settings) -> Litestar:
                 for loop in maintenance:
                     await loop.stop()
                 await listener.stop()
-                await membership.leave_after(supervisor.stop)
+                await membership.leave_after(functools.partial(_stop_supervisor, supervisor, launcher))
         finally:
             await stats_engine.dispose()
             await engine.dispose()

@@ -310,6 +310,15 @@ class Settings(BaseSettings):
             " C compiler), `python` or `none`. Ignored on Windows, which has no keeper."
         ),
     )
+    keeper_fork_server: bool = Field(
+        default=True,
+        description=(
+            "With the compiled exit keeper: start keepers through one long-lived fork server (`exit_keeper"
+            " --serve`), which forks them many at a time and reports their exits, instead of spawning each from"
+            " the service. `false`: spawn each keeper directly (slower; the same records). Keepers outlive either"
+            " way (see The exit keeper in docs/operations.md)."
+        ),
+    )
     node_lease_seconds: float = Field(
         default=30.0,
         description=(

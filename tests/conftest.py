@@ -186,6 +186,9 @@ def keeper_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def launcher(keeper_build_dir: Path) -> ProcessLauncher:
-    """The launcher the service uses by default: programs run under the compiled exit keeper when possible."""
-    return ProcessLauncher(keeper_command(KeeperKind.AUTO, keeper_build_dir))
+async def launcher(keeper_build_dir: Path) -> AsyncIterator[ProcessLauncher]:
+    """The launcher the service uses by default: programs run under the compiled exit keeper when possible, forked
+    by its fork server."""
+    launcher = ProcessLauncher(keeper_command(KeeperKind.AUTO, keeper_build_dir), fork_server=True)
+    yield launcher
+    await launcher.close()

@@ -1,6 +1,6 @@
 /*
  * exit_keeper: runs one job's program and writes how it ended to a status file, so that the record survives the
- * service itself (a crash, kill -9, an upgrade). The service starts it as
+ * service itself (a crash, kill -9, an upgrade). The service starts it through the fork server (below), or as
  *
  *     exit_keeper [--output-limit=BYTES] [--output-tail=BYTES] [--memory-limit=BYTES] [--cpu-limit=SECONDS]
  *                 [--open-files-limit=COUNT] [--run-as=UID:GID[:GROUPS]] [--lease-file=PATH] STATUS_PATH PROGRAM
@@ -57,6 +57,25 @@
  * killed) records nothing for the attempt, and the node that declares it dead records it `lost`. A file that cannot
  * be read keeps the last time read; before any was read, nothing is ended.
  *
+ * Fork server (exit_keeper --serve; the protocol is in exit_keeper_serve.h). Started once per service, it forks
+ * one keeper per attempt on request, without an exec: the child becomes the keeper described above (its own
+ * session, the output files it opens, the limits, the go-ahead, the status file) exactly as if the service had
+ * spawned it with these options. Why: a spawn from the service costs its event loop a vfork it must wait in, the
+ * descriptors it opens and closes, a pidfd to watch each exit and a look-up of the start time, and every job
+ * pays a second exec (the keeper's). Here one small process does all that, for many attempts per message, and
+ * reports the keepers' exits in batches (it is their parent and reaps them), with their start times.
+ *
+ * Who outlives whom. Every keeper leads its own session and does not depend on the server: it holds nothing of
+ * the server's but the read end of its go-ahead pipe, whose write end only the server holds.
+ *   - The server dies (kill -9): keepers already given their go-ahead run on (now children of init) and write their
+ *     status files; those still waiting read end-of-file and exit abandoned, without running the program, as with
+ *     a service that dies before a go-ahead. The service sees the socket close, watches the keepers it knew of
+ *     through pidfds (as it watches keepers it adopted) and starts a new server; a start whose keeper it never
+ *     learned of did not happen, and is taken back.
+ *   - The service dies: the server reads end-of-file on its socket, closes every go-ahead not yet written (those
+ *     keepers exit abandoned) and exits; the released keepers run on, and the next start of the service adopts
+ *     them by pid and start time like any keeper it left behind.
+ *
  * Kept small and dependency-free on purpose: it runs once per attempt (see service/runner/exit_keeper.py for the
  * Python twin used where no C compiler exists; both speak the same format).
  */
@@ -74,30 +93,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "exit_keeper_output.h"
 #include "exit_keeper_user.h"
 
 #define KEEPER_ABANDONED 124
 #define KEEPER_FAILED 125
-#define COPY_BUFFER_BYTES 65536
-#define MARKER_BYTES 256
 #define LEASE_CHECK_MS 250 /* service/domain/lease.py KEEPER_LEASE_CHECK_SECONDS: the lease margin covers it */
 
 static const int forwarded_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 #define FORWARDED_SIGNAL_COUNT (sizeof forwarded_signals / sizeof forwarded_signals[0])
 
-/* One of the program's two output streams on its way from a pipe into a file. */
-struct stream {
-    int pipe_fd;        /* read end; -1 once at end-of-file */
-    int file_fd;        /* the attempt's output file (the keeper's own stdout or stderr) */
-    long long received; /* bytes the program wrote, kept or not */
-    long long kept;     /* bytes copied to the file before the limit */
-    char *ring;         /* the last `tail` bytes received after the limit */
-    long long ring_start, ring_length, left_out;
-    int truncated;      /* the limit was passed and the marker written */
-};
-
-static long long output_limit = -1; /* -1: unlimited */
-static long long output_tail = 0;
 /* -1: not limited. */
 static long long memory_limit = -1, cpu_limit = -1, open_files_limit = -1;
 /* Past the soft CPU limit the program gets SIGXCPU; this much later, SIGKILL. */
@@ -115,17 +120,14 @@ static long long microseconds(const struct timeval *t) {
     return (long long)t->tv_sec * 1000000LL + t->tv_usec;
 }
 
-static int write_all(int fd, const char *buffer, size_t length) {
-    while (length > 0) {
-        ssize_t written = write(fd, buffer, length);
-        if (written < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        buffer += written;
-        length -= (size_t)written;
+static int write_synced(const char *path, const char *line) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return -1;
+    if (write_all(fd, line, strlen(line)) != 0 || fsync(fd) != 0) {
+        close(fd);
+        return -1;
     }
-    return 0;
+    return close(fd);
 }
 
 static int write_status_atomically(const char *status_path, const char *line) {
@@ -133,24 +135,46 @@ static int write_status_atomically(const char *status_path, const char *line) {
     if (snprintf(temporary_path, sizeof temporary_path, "%s.tmp", status_path) >= (int)sizeof temporary_path) {
         return -1;
     }
-    int fd = open(temporary_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return -1;
-    if (write_all(fd, line, strlen(line)) != 0 || fsync(fd) != 0) {
-        close(fd);
-        return -1;
-    }
-    if (close(fd) != 0) return -1;
+    if (write_synced(temporary_path, line) != 0) return -1;
     return rename(temporary_path, status_path);
 }
 
-/* Best effort: without the file the attempt is recorded lost, as before this keeper could say more. */
+static int holds_abandoned_record(const char *status_path) {
+    char existing[256];
+    int fd = open(status_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t length = read(fd, existing, sizeof existing - 1);
+    close(fd);
+    if (length <= 0) return 0;
+    existing[length] = '\0';
+    return strstr(existing, "\"abandoned\":true") != NULL;
+}
+
+/* Best effort: without the file the attempt is recorded lost, as before this keeper could say more. Never over a
+ * real status: a keeper forked for an earlier start of the same attempt, whose go-ahead went with a fork server
+ * that died before it answered, may get here after the keeper of the start made instead has recorded its
+ * program's end. Its own temporary name, as the two may write at once. */
 static void write_abandoned_status(const char *status_path) {
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     char line[160];
     snprintf(line, sizeof line, "{\"abandoned\":true,\"keeper_pid\":%d,\"duration_ns\":0,\"finished_at_ns\":%lld}\n",
              (int)getpid(), nanoseconds(&now));
-    if (write_status_atomically(status_path, line) != 0) perror("exit_keeper: writing the status file");
+    char temporary_path[4096];
+    if (snprintf(temporary_path, sizeof temporary_path, "%s.abandoned-%d", status_path, (int)getpid()) >=
+            (int)sizeof temporary_path ||
+        write_synced(temporary_path, line) != 0) {
+        perror("exit_keeper: writing the status file");
+        return;
+    }
+    if (link(temporary_path, status_path) == 0) {
+        unlink(temporary_path);
+    } else if (errno == EEXIST && holds_abandoned_record(status_path)) {
+        if (rename(temporary_path, status_path) != 0) perror("exit_keeper: writing the status file");
+    } else {
+        if (errno != EEXIST) perror("exit_keeper: writing the status file");
+        unlink(temporary_path);
+    }
 }
 
 static void fill_forwarded_set(sigset_t *set) {
@@ -236,95 +260,6 @@ static void apply_job_limits(int exec_report_fd) {
     _exit(127);
 }
 
-/* Errors writing the file (a full disk) lose output, never the program: the pipe is drained all the same. */
-static void keep(struct stream *s, const char *data, size_t length) {
-    (void)write_all(s->file_fd, data, length);
-}
-
-static void remember_in_ring(struct stream *s, const char *data, long long length) {
-    /* Allocated only once a stream passes the limit: most never do, and each keeper stays small. */
-    if (s->ring == NULL && output_tail > 0) s->ring = malloc((size_t)output_tail);
-    if (s->ring == NULL) {
-        s->left_out += length; /* no tail wanted, or no memory for it: the stream is still drained */
-        return;
-    }
-    if (length >= output_tail) {
-        s->left_out += s->ring_length + (length - output_tail);
-        memcpy(s->ring, data + (length - output_tail), (size_t)output_tail);
-        s->ring_start = 0;
-        s->ring_length = output_tail;
-        return;
-    }
-    for (long long i = 0; i < length; i++) {
-        long long position = (s->ring_start + s->ring_length) % output_tail;
-        s->ring[position] = data[i];
-        if (s->ring_length < output_tail) {
-            s->ring_length++;
-        } else {
-            s->ring_start = (s->ring_start + 1) % output_tail;
-            s->left_out++;
-        }
-    }
-}
-
-static void take(struct stream *s, const char *data, long long length) {
-    s->received += length;
-    if (output_limit < 0) {
-        keep(s, data, (size_t)length);
-        return;
-    }
-    long long room = output_limit - s->kept;
-    if (room > 0) {
-        long long now = length < room ? length : room;
-        keep(s, data, (size_t)now);
-        s->kept += now;
-        data += now;
-        length -= now;
-    }
-    if (length == 0) return;
-    if (!s->truncated) {
-        char marker[MARKER_BYTES];
-        int marker_length = snprintf(marker, sizeof marker,
-                                     "\n[jobmanager: output truncated at %lld bytes; the rest is discarded but for "
-                                     "its last %lld bytes]\n",
-                                     output_limit, output_tail);
-        keep(s, marker, (size_t)marker_length);
-        s->truncated = 1;
-    }
-    remember_in_ring(s, data, length);
-}
-
-/* At the end of a stream (or of the program): what was left out, then the tail kept in memory. */
-static void flush_tail(struct stream *s) {
-    if (!s->truncated || (s->ring_length == 0 && s->left_out == 0)) return;
-    char marker[MARKER_BYTES];
-    int marker_length = snprintf(marker, sizeof marker,
-                                 "\n[jobmanager: %lld bytes discarded; the last %lld bytes follow]\n", s->left_out,
-                                 s->ring_length);
-    keep(s, marker, (size_t)marker_length);
-    long long first = output_tail - s->ring_start;
-    if (first > s->ring_length) first = s->ring_length;
-    keep(s, s->ring + s->ring_start, (size_t)first);
-    keep(s, s->ring, (size_t)(s->ring_length - first));
-    s->ring_start = s->ring_length = s->left_out = 0;
-}
-
-/* Read what the pipe holds now; returns 0 when it would block, 1 at end-of-file. */
-static int copy_available(struct stream *s, char *buffer) {
-    for (;;) {
-        ssize_t got = read(s->pipe_fd, buffer, COPY_BUFFER_BYTES);
-        if (got > 0) {
-            take(s, buffer, got);
-            continue;
-        }
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0 && errno == EAGAIN) return 0;
-        flush_tail(s);
-        close(s->pipe_fd);
-        s->pipe_fd = -1;
-        return 1;
-    }
-}
 
 /* Copy both streams until each reaches end-of-file (the drainer, child 0), or until the program exits (the
  * keeper). Returns 1 once the program is reaped, 0 when the streams are done, -1 if poll() itself failed. */
@@ -362,38 +297,26 @@ static int copy_streams(struct stream *streams, char *buffer, pid_t child, int *
     return 0;
 }
 
-int main(int argc, char **argv) {
-    int first = 1;
-    for (; first < argc && strncmp(argv[first], "--", 2) == 0; first++) {
-        const char *option = argv[first];
-        if (strncmp(option, "--output-limit=", 15) == 0 && parse_size(option + 15, &output_limit) == 0) continue;
-        if (strncmp(option, "--output-tail=", 14) == 0 && parse_size(option + 14, &output_tail) == 0) continue;
-        if (strncmp(option, "--memory-limit=", 15) == 0 && parse_size(option + 15, &memory_limit) == 0) continue;
-        if (strncmp(option, "--cpu-limit=", 12) == 0 && parse_size(option + 12, &cpu_limit) == 0) continue;
-        if (strncmp(option, "--open-files-limit=", 19) == 0 && parse_size(option + 19, &open_files_limit) == 0) {
-            continue;
-        }
-        if (strncmp(option, "--run-as=", 9) == 0 && parse_run_as(option + 9) == 0) continue;
-        if (strncmp(option, "--lease-file=", 13) == 0 && option[13] != '\0') {
-            lease_path = option + 13;
-            continue;
-        }
-        fprintf(stderr, "exit_keeper: unknown or bad option %s\n", option);
-        return KEEPER_FAILED;
+/* One --option of the keeper's command line (or of a fork-server request); -1 if unknown or malformed. */
+static int parse_keeper_option(const char *option) {
+    if (strncmp(option, "--output-limit=", 15) == 0) return parse_size(option + 15, &output_limit);
+    if (strncmp(option, "--output-tail=", 14) == 0) return parse_size(option + 14, &output_tail);
+    if (strncmp(option, "--memory-limit=", 15) == 0) return parse_size(option + 15, &memory_limit);
+    if (strncmp(option, "--cpu-limit=", 12) == 0) return parse_size(option + 12, &cpu_limit);
+    if (strncmp(option, "--open-files-limit=", 19) == 0) return parse_size(option + 19, &open_files_limit);
+    if (strncmp(option, "--run-as=", 9) == 0) return parse_run_as(option + 9);
+    if (strncmp(option, "--lease-file=", 13) == 0 && option[13] != '\0') {
+        lease_path = option + 13;
+        return 0;
     }
-    if (argc - first < 2) {
-        fprintf(stderr, "usage: exit_keeper [--output-limit=BYTES] [--output-tail=BYTES] [--memory-limit=BYTES] "
-                        "[--cpu-limit=SECONDS] [--open-files-limit=COUNT] [--run-as=UID:GID[:GROUPS]] "
-                        "[--lease-file=PATH] STATUS_PATH PROGRAM [ARGUMENT...]\n");
-        return KEEPER_FAILED;
-    }
-    const char *status_path = argv[first];
-    char **program_argv = &argv[first + 1];
+    return -1;
+}
 
-    sigset_t forwarded, original_mask;
-    fill_forwarded_set(&forwarded);
-    sigprocmask(SIG_BLOCK, &forwarded, &original_mask);
-
+/* The keeper itself, from the go-ahead to the status file; returns the keeper's exit code. Descriptors 0, 1 and 2
+ * are the go-ahead pipe and the output files; the forwarded signals are blocked, `original_mask` is the mask the
+ * program gets back. */
+static int run_keeper(const char *status_path, char **program_argv, const sigset_t *original_mask_pointer) {
+    sigset_t original_mask = *original_mask_pointer;
     char go_ahead;
     ssize_t go_length;
     do {
@@ -558,4 +481,28 @@ int main(int argc, char **argv) {
         return KEEPER_FAILED;
     }
     return keeper_exit;
+}
+
+#include "exit_keeper_serve.h" /* the fork server: forks keepers that run run_keeper() */
+
+int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "--serve") == 0) return serve();
+    int first = 1;
+    for (; first < argc && strncmp(argv[first], "--", 2) == 0; first++) {
+        if (parse_keeper_option(argv[first]) != 0) {
+            fprintf(stderr, "exit_keeper: unknown or bad option %s\n", argv[first]);
+            return KEEPER_FAILED;
+        }
+    }
+    if (argc - first < 2) {
+        fprintf(stderr, "usage: exit_keeper [--output-limit=BYTES] [--output-tail=BYTES] [--memory-limit=BYTES] "
+                        "[--cpu-limit=SECONDS] [--open-files-limit=COUNT] [--run-as=UID:GID[:GROUPS]] "
+                        "[--lease-file=PATH] STATUS_PATH PROGRAM [ARGUMENT...]\n"
+                        "       exit_keeper --serve\n");
+        return KEEPER_FAILED;
+    }
+    sigset_t forwarded, original_mask;
+    fill_forwarded_set(&forwarded);
+    sigprocmask(SIG_BLOCK, &forwarded, &original_mask);
+    return run_keeper(argv[first], &argv[first + 1], &original_mask);
 }

@@ -19,8 +19,11 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 KEEPER_SOURCE = Path(__file__).with_name("exit_keeper.c")
-# Included by exit_keeper.c (the switch to JOB_USER); part of the source version the binary is named after.
-KEEPER_HEADERS = (Path(__file__).with_name("exit_keeper_user.h"),)
+# Included by exit_keeper.c (output copying, the switch to JOB_USER, the fork server); part of the source version
+# the binary is named after.
+KEEPER_HEADERS = tuple(
+    Path(__file__).with_name(name) for name in ("exit_keeper_output.h", "exit_keeper_user.h", "exit_keeper_serve.h")
+)
 PYTHON_KEEPER = Path(__file__).with_name("exit_keeper.py")
 COMPILE_TIMEOUT_SECONDS = 120
 C_COMPILERS = ("cc", "gcc", "clang")

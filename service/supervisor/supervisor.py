@@ -22,7 +22,14 @@ from service.domain.records import AttemptEnding, ClaimedAttempt, RecordedOutcom
 from service.domain.shutdown import ShutdownMode
 from service.domain.status import AttemptOutcome
 from service.runner.environment import child_environment
-from service.runner.launcher import ExitUnknownError, ProcessLauncher, ProcessSpec, RunningProcess, SpawnError
+from service.runner.launcher import (
+    ExitUnknownError,
+    ProcessLauncher,
+    ProcessSpec,
+    RunningProcess,
+    SpawnError,
+    StartNotMadeError,
+)
 from service.runner.program import command_prefix
 from service.supervisor.config import SupervisorConfig
 from service.supervisor.endings import (
@@ -212,8 +219,11 @@ class Supervisor:
         asked_at = time.perf_counter()
         claimed = await self._attempts.claim_due_jobs(node_id=self._config.node_id, limit=self.free_slots)
         self._observer.claim_round(time.perf_counter() - asked_at, len(claimed))
-        for attempt in claimed:
-            self._launch(attempt)
+        if claimed:
+            # One message to the fork server for the whole round; results come back in the same order.
+            started = await self._launcher.start_many([self._process_spec(attempt) for attempt in claimed])
+            for attempt, process in zip(claimed, started, strict=True):
+                self._launched(attempt, process)
         return len(claimed)
 
     async def _apply_announced_cancels(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -281,13 +291,17 @@ class Supervisor:
         if cancel_requested:
             self._begin_stop(watched, AttemptOutcome.CANCELLED, "cancelled by a user")
 
-    def _launch(self, claimed: ClaimedAttempt) -> None:
+    def _launched(self, claimed: ClaimedAttempt, process: RunningProcess | SpawnError) -> None:
         key = AttemptKey.of_claim(claimed)
-        try:
-            process = self._launcher.start(self._process_spec(claimed))
-        except (SpawnError, OSError) as error:
-            # An OSError here is the service's own trouble (an output folder that cannot be made, a full disk), not
-            # the program's; it is recorded all the same, rather than leaving the claimed attempt `running`.
+        if isinstance(process, StartNotMadeError):
+            # No keeper of ours can run it (the fork server ended with its go-ahead): a start that did not happen.
+            logger.warning("%s was not started: %s; it is withdrawn, to be claimed again", key, process)
+            self._recorder.withdraw(key, None, str(process))
+            return
+        if isinstance(process, SpawnError):
+            # The service's own trouble (an output folder that cannot be made, a full disk) is recorded this way
+            # too, rather than leaving the claimed attempt `running`.
+            error = process
             logger.warning("%s could not start: %s", key, error)
             # Nothing ran, so nothing was written: no output files to read (there may be no folder for them).
             ending = AttemptEnding(

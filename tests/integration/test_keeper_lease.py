@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
@@ -24,29 +25,35 @@ LEASE_SECONDS = 1.0
 FENCE_SECONDS = 5.0
 
 
-@pytest.fixture(params=[KeeperKind.NATIVE, KeeperKind.PYTHON])
-def launcher(request: pytest.FixtureRequest, keeper_build_dir: Path) -> ProcessLauncher:
-    if request.param is KeeperKind.NATIVE and keeper_command(KeeperKind.AUTO, keeper_build_dir) == keeper_command(
+@pytest.fixture(params=["native", "python", "fork-server"])
+async def launcher(request: pytest.FixtureRequest, keeper_build_dir: Path) -> AsyncIterator[ProcessLauncher]:
+    kind = KeeperKind.PYTHON if request.param == "python" else KeeperKind.NATIVE
+    if kind is KeeperKind.NATIVE and keeper_command(KeeperKind.AUTO, keeper_build_dir) == keeper_command(
         KeeperKind.PYTHON, keeper_build_dir
     ):
         pytest.skip("no C compiler")
-    return ProcessLauncher(keeper_command(request.param, keeper_build_dir))
+    launcher = ProcessLauncher(keeper_command(kind, keeper_build_dir), fork_server=request.param == "fork-server")
+    yield launcher
+    await launcher.close()
 
 
-def _start(launcher: ProcessLauncher, tmp_path: Path, lease: LeaseFile) -> tuple[RunningProcess, Path]:
+async def _start(launcher: ProcessLauncher, tmp_path: Path, lease: LeaseFile) -> tuple[RunningProcess, Path]:
     # The program starts a child of its own: the whole group must end, not the program alone.
     script = write_script(tmp_path, "sleeper.sh", 'sleep 60 &\necho "$!" > "$1"\nsleep 60\n')
     child_pid_file = tmp_path / "child.pid"
-    process = launcher.start(
-        ProcessSpec(
-            argv=[str(script), str(child_pid_file)],
-            environment=dict(os.environ),
-            stdout_path=tmp_path / "stdout",
-            stderr_path=tmp_path / "stderr",
-            status_path=tmp_path / "exit-status.json",
-            lease_path=lease.path,
-        )
+    [process] = await launcher.start_many(
+        [
+            ProcessSpec(
+                argv=[str(script), str(child_pid_file)],
+                environment=dict(os.environ),
+                stdout_path=tmp_path / "stdout",
+                stderr_path=tmp_path / "stderr",
+                status_path=tmp_path / "exit-status.json",
+                lease_path=lease.path,
+            )
+        ]
     )
+    assert isinstance(process, RunningProcess), process
     process.release()
     return process, child_pid_file
 
@@ -71,7 +78,7 @@ async def test_the_program_group_ends_once_the_lease_file_deadline_passes(
 ) -> None:
     lease = LeaseFile(tmp_path / "lease")
     lease.extend_for(LEASE_SECONDS)
-    process, child_pid_file = _start(launcher, tmp_path, lease)
+    process, child_pid_file = await _start(launcher, tmp_path, lease)
     try:
         await wait_until(child_pid_file.exists, "the program started its child")
         started = time.monotonic()
@@ -88,7 +95,7 @@ async def test_the_program_group_ends_once_the_lease_file_deadline_passes(
 async def test_the_program_runs_on_while_the_lease_file_is_extended(launcher: ProcessLauncher, tmp_path: Path) -> None:
     lease = LeaseFile(tmp_path / "lease")
     lease.extend_for(LEASE_SECONDS)
-    process, child_pid_file = _start(launcher, tmp_path, lease)
+    process, child_pid_file = await _start(launcher, tmp_path, lease)
     try:
         await wait_until(child_pid_file.exists, "the program started its child")
         deadline = time.monotonic() + 3 * LEASE_SECONDS

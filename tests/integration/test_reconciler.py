@@ -33,7 +33,7 @@ from service.runner.keeper import KeeperKind, keeper_command
 from service.runner.launcher import ProcessLauncher, ProcessSpec
 from service.supervisor.reconciler import Reconciler, ReconcileReport
 from service.supervisor.supervisor import Supervisor
-from tests.support.processes import WAIT_SECONDS, wait_until, write_script
+from tests.support.processes import WAIT_SECONDS, until_reaped, wait_until, write_script
 from tests.support.stores import Stores
 from tests.support.supervision import (
     Supervisors,
@@ -192,7 +192,7 @@ async def test_a_keeper_killed_with_its_program_is_lost_and_the_job_retried(live
     attempt = await lives.previous_life(job)
     assert attempt.pid is not None
     os.killpg(attempt.pid, signal.SIGKILL)
-    await asyncio.to_thread(os.waitpid, attempt.pid, 0)  # as init would reap it
+    await until_reaped(attempt.pid)  # as init would reap it
 
     report = await lives.reconciler(lives.supervisor()).run_once()
 
@@ -330,7 +330,7 @@ async def test_an_abandonment_written_by_another_keeper_says_nothing_of_this_one
     status_file = attempt_files(lives.output_dir, job.id, 1).exit_status
     status_file.write_text('{"abandoned":true,"keeper_pid":1,"duration_ns":0,"finished_at_ns":0}\n')
     os.killpg(attempt.pid, signal.SIGKILL)  # this keeper dies with its program and writes nothing
-    await asyncio.to_thread(os.waitpid, attempt.pid, 0)
+    await until_reaped(attempt.pid)
 
     report = await lives.reconciler(lives.supervisor()).run_once()
 

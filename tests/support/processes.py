@@ -51,3 +51,12 @@ async def kill_and_reap_groups(leaders: Iterable[int]) -> None:
             os.killpg(pgid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             await asyncio.to_thread(os.waitpid, pgid, 0)
+
+
+async def until_reaped(pid: int) -> None:
+    """Reap `pid` if it is a child of this test process; else (a keeper the fork server forked) wait until its
+    parent has reaped it, as init would reap an orphan."""
+    try:
+        await asyncio.to_thread(os.waitpid, pid, 0)
+    except ChildProcessError:
+        await wait_until(lambda: not Path(f"/proc/{pid}").exists(), f"process {pid} was reaped")
