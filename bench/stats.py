@@ -10,10 +10,18 @@ the real server (`python -m service`) on it, and times, with one HTTP client, al
 - GET /health (one `SELECT 1`: the HTTP + database round trip every request pays) - the baseline;
 - GET /stats (the rollup; nothing finished since the last request);
 - GET /stats after 200 more attempts finished (the rollup folds them first);
-- GET /stats?namePrefix=task and ?since=24h (a scan of the matching attempts), and ?since=3650d (a scan of
-  everything: what every request would cost without the rollup).
+- GET /stats?namePrefix=task, ?since=24h, ?since=3650d (a window of everything) and ?program=/opt/jobs/report.py:
+  the filtered requests (`computedFrom` says how each was answered).
 
 Goal: GET /stats p95 <= 100 ms at 1 M attempts. Results go to bench/results/stats.json.
+
+To compare trees on one existing history (seeding a million attempts takes minutes; copying them, seconds):
+
+    python -m bench.stats --template DATABASE --tree main=/work/main --tree new=. [--rounds 2]
+
+copies DATABASE (`CREATE DATABASE ... TEMPLATE`, on DATABASE_URL's server) once per tree and round, starts each
+tree's own server (`TREE/.venv/bin/python -m service`) on its copy, one after the other, times the same requests
+and REBUILDS rollup rebuilds (an invalidation queued, then one GET /stats), and prints the medians of the rounds.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import math
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +43,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from sqlalchemy.engine import make_url
 
 from bench.harness import (
     PROJECT_ROOT,
@@ -45,6 +55,7 @@ from bench.harness import (
     verdict,
     write_results,
 )
+from service.db.engine import libpq_url
 
 NAME = "stats"
 LABEL = "6 big history: GET /stats"
@@ -54,9 +65,17 @@ WARM_UP_REQUESTS = 10
 FOLD_BATCH_ATTEMPTS = 200
 FOLD_REQUESTS = 20
 # A scan of the whole history takes seconds at a million attempts: a few are enough to know it.
-SCAN_REQUESTS = {"/stats?namePrefix=task": 10, "/stats?since=24h": 10, "/stats?since=3650d": 3}
+SEEDED_PROGRAM = "/opt/jobs/report.py"
+SCAN_REQUESTS = {
+    "/stats?namePrefix=task": 10,
+    "/stats?since=24h": 10,
+    "/stats?since=3650d": 5,
+    f"/stats?program={SEEDED_PROGRAM}": 10,
+}
 # Within `python -m bench`, which has a time budget and no goal for the scans: fewer of them, the order of magnitude.
 SCAN_REQUESTS_IN_SUMMARY = {"/stats?namePrefix=task": 3, "/stats?since=24h": 3, "/stats?since=3650d": 1}
+REBUILDS = 2
+_INVALIDATE = "INSERT INTO stats_rollup_invalidations (reason) VALUES ('bench: rebuild')"
 # Jobs that finish between two requests in the fold measurement: plain successes on a node of their own.
 _FINISH_MORE = """
     WITH new_jobs AS (
@@ -142,13 +161,18 @@ async def finish_more(database_url: str, count: int) -> None:
 
 
 def measure(
-    base_url: str, database_url: str, requests: int, scan_requests: dict[str, int]
-) -> dict[str, dict[str, float]]:
+    base_url: str, database_url: str, requests: int, scan_requests: dict[str, int] = SCAN_REQUESTS
+) -> dict[str, dict[str, Any]]:
     def from_rollup(body: dict[str, Any]) -> None:
         assert body["computedFrom"] == "rollup", body["computedFrom"]
 
-    def from_scan(body: dict[str, Any]) -> None:
-        assert body["computedFrom"] == "scan", body["computedFrom"]
+    served: dict[str, set[str]] = {path: set() for path in scan_requests}
+
+    def recorder(path: str) -> Callable[[dict[str, Any]], None]:
+        def record(body: dict[str, Any]) -> None:
+            served[path].add(str(body["computedFrom"]))
+
+        return record
 
     health: list[float] = []
     stats: list[float] = []
@@ -164,13 +188,35 @@ def measure(
         for _ in range(FOLD_REQUESTS):
             asyncio.run(finish_more(database_url, FOLD_BATCH_ATTEMPTS))
             folds.append(timed(client, "/stats", from_rollup))
-        scans = {path: [timed(client, path, from_scan) for _ in range(count)] for path, count in scan_requests.items()}
+        scans = {
+            path: [timed(client, path, recorder(path)) for _ in range(count)] for path, count in scan_requests.items()
+        }
     return {
         "health": summary(health),
         "stats": summary(stats),
         f"stats_after_{FOLD_BATCH_ATTEMPTS}_more_attempts": summary(folds),
-        **{path: summary(values) for path, values in scans.items()},
+        **{
+            path: {**summary(values), "computed_from": "/".join(sorted(served[path]))} for path, values in scans.items()
+        },
     }
+
+
+async def invalidate(database_url: str) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(_INVALIDATE)
+    finally:
+        await connection.close()
+
+
+def measure_rebuilds(base_url: str, database_url: str, count: int) -> dict[str, float]:
+    """GET /stats right after an invalidation: the rebuild from a full scan, its vacuum, and the request."""
+    seconds = []
+    with httpx.Client(base_url=base_url, timeout=600) as client:
+        for _ in range(count):
+            asyncio.run(invalidate(database_url))
+            seconds.append(timed(client, "/stats") / 1000)
+    return {"count": count, "median_s": round(statistics.median(seconds), 2), "max_s": round(max(seconds), 2)}
 
 
 def benchmark(
@@ -262,12 +308,140 @@ def run(context: Context) -> list[Row]:
     return [row(results, options.history_jobs)]
 
 
+class TreeServer(ServerProcess):
+    """The server of another checkout of the project (its own virtualenv and code), for comparisons."""
+
+    def __init__(self, tree: Path, *, database_url: str, data_dir: Path, settings: dict[str, str]) -> None:
+        super().__init__(database_url=database_url, data_dir=data_dir, settings=settings)
+        self.tree = tree
+
+    def start(self) -> None:
+        console = open(self.data_dir / "console.log", "ab")  # noqa: SIM115  (handed to the child, closed below)
+        try:
+            self._process = subprocess.Popen(
+                [str(self.tree / ".venv" / "bin" / "python"), "-m", "service"],
+                cwd=self.tree,
+                env=self._environment,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            console.close()
+        deadline = time.monotonic() + 600  # its migrations run first
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self._process.returncode}; see {self.data_dir}")
+            try:
+                if httpx.get(f"{self.base_url}/health", timeout=1).status_code == httpx.codes.OK:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the server of {self.tree} did not answer /health")
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    connection = await asyncpg.connect(libpq_url(server_url))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def measure_tree(server_url: str, template: str, name: str, tree: Path, folder: Path, requests: int) -> dict[str, Any]:
+    """One tree's server on its own copy of `template`: the requests of `measure`, then the rebuilds."""
+    database = f"{template}_bench_{name}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{database}" TEMPLATE "{template}"'))
+    try:
+        database_url = libpq_url(make_url(server_url).set(database=database).render_as_string(hide_password=False))
+        data_dir = folder / name
+        data_dir.mkdir(parents=True)
+        server = TreeServer(
+            tree,
+            database_url=database_url,
+            data_dir=data_dir,
+            settings={"NODE_ID": "bench-stats", "JOB_SCRIPT_PATH": "/bin/true", "LOG_LEVEL": "WARNING"},
+        )
+        server.start()
+        try:
+            latencies: dict[str, Any] = measure(server.base_url, database_url, requests)
+            latencies["rebuild"] = measure_rebuilds(server.base_url, database_url, REBUILDS)
+        finally:
+            server.stop()
+    finally:
+        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    return latencies
+
+
+def compare(server_url: str, template: str, trees: dict[str, Path], *, rounds: int, requests: int) -> dict[str, Any]:
+    """Every tree in turn on a fresh copy of the same history, `rounds` times; the medians of the rounds."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    loads = []
+    with tempfile.TemporaryDirectory(prefix="jobmanager-bench-stats-") as folder:
+        for round_number in range(rounds):
+            for name, tree in trees.items():
+                print(f"round {round_number + 1}/{rounds}: {name} ({tree}) ...", flush=True)
+                runs[name].append(
+                    measure_tree(server_url, template, name, tree, Path(folder) / str(round_number), requests)
+                )
+                loads.append(round(os.getloadavg()[0], 2))
+    medians: dict[str, dict[str, Any]] = {}
+    for name, measured in runs.items():
+        medians[name] = {}
+        for request, figures in measured[0].items():
+            medians[name][request] = {
+                key: round(statistics.median(run[request][key] for run in measured), 2)
+                if isinstance(value, int | float)
+                else value
+                for key, value in figures.items()
+            }
+    print()
+    header = "".join(f" {name + ' p50 / p95 ms':>24}" for name in trees)
+    print(f"{'request':<40}{header}  computedFrom")
+    for request in medians[next(iter(trees))]:
+        if request == "rebuild":
+            continue
+        cells = "".join(
+            f" {medians[name][request]['p50_ms']:>10,.1f} / {medians[name][request]['p95_ms']:>9,.1f}   "
+            for name in trees
+        )
+        served = " | ".join(str(medians[name][request].get("computed_from", "-")) for name in trees)
+        print(f"{request:<40}{cells}  {served}")
+    rebuilds = "".join(f" {medians[name]['rebuild']['median_s']:>22.1f} s " for name in trees)
+    print(f"{'rollup rebuild (GET /stats after one)':<40}{rebuilds}")
+    print(f"(medians of {rounds} rounds; load average 1 min after each run: {loads})")
+    results = {
+        "template": template,
+        "trees": {k: str(v) for k, v in trees.items()},
+        "rounds": rounds,
+        "medians": medians,
+        "runs": runs,
+        "load_average_1m_after_each_run": loads,
+    }
+    path = write_results(f"{NAME}_compare", results)
+    print(f"results: {path}")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--attempts", type=int, default=1_000_000, help="attempts to seed (1000000)")
     parser.add_argument("--requests", type=int, default=200, help="timed GET /stats and GET /health each (200)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the synthetic history (1)")
+    parser.add_argument("--template", help="compare trees on copies of this existing database instead of seeding")
+    parser.add_argument(
+        "--tree", action="append", default=[], metavar="NAME=PATH", help="with --template: a checkout to compare"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --template: runs of every tree (2)")
     options = parser.parse_args()
+    if options.template:
+        trees = {name: Path(path).resolve() for name, _, path in (t.partition("=") for t in options.tree)}
+        if not trees:
+            parser.error("--template needs at least one --tree NAME=PATH")
+        with postgres_server() as server_url:
+            compare(server_url, options.template, trees, rounds=options.rounds, requests=options.requests)
+        return
     with postgres_server() as server_url, tempfile.TemporaryDirectory(prefix="jobmanager-bench-stats-") as folder:
         benchmark(
             server_url, Path(folder), attempts=options.attempts, requests=options.requests, seed_value=options.seed

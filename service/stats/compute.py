@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db.connections import unavailable_when_transient
 from service.stats import discovery_sql
+from service.stats.difference import DIFFERENCE_MIN_WINDOW_ATTEMPTS, difference_counts, estimate_sides
 from service.stats.discovery import DEFAULT_RECENT, test_all
 from service.stats.filters import StatsFilters
 from service.stats.findings import FINDINGS_LIMIT, Discovery
@@ -20,13 +21,14 @@ from service.stats.overlap import candidates, count_overlaps, resolve, rollup_ov
 from service.stats.patterns import PATTERNS, Pattern
 from service.stats.query import CountRow, decode_rows
 from service.stats.report import StatsReport, build_report
-from service.stats.rollup import QUEUE_TABLES, read_rollup, refresh_rollup, scan_counts
+from service.stats.rollup import QUEUE_TABLES, prepare_scan, read_rollup, refresh_rollup, scan_counts
 from service.stats.summary import summarize
 
 logger = logging.getLogger(__name__)
 
 ROLLUP = "rollup"
 SCAN = "scan"
+DIFFERENCE = "rollup-minus-outside"
 
 
 def recent_window_start(filters: StatsFilters, recent: timedelta, now: datetime, *, whole_hours: bool) -> datetime:
@@ -69,27 +71,56 @@ async def compute_stats(
     *,
     recent: timedelta = DEFAULT_RECENT,
     now: datetime | None = None,
+    difference_min_window_attempts: int = DIFFERENCE_MIN_WINDOW_ATTEMPTS,
 ) -> StatsReport:
-    """Every figure of /stats. No filter, or only `program`: the rollup. A window or a name prefix: a scan.
+    """Every figure of /stats. No filter, or only `program`: the rollup. A window holding most of the attempts
+    (and no name prefix): the rollup minus the attempts outside it. Any other window or a name prefix: a scan.
 
     A database that is unreachable or restarting raises `DatabaseUnavailableError`, as the stores do.
     """
     filters = filters or StatsFilters()
     moment = now or datetime.now(UTC)
-    recent_since = recent_window_start(filters, recent, moment, whole_hours=not filters.needs_scan)
     async with unavailable_when_transient():
-        return await _compute(engine, filters, patterns, recent, recent_since)
+        source = await choose_source(engine, filters, difference_min_window_attempts)
+        recent_since = recent_window_start(filters, recent, moment, whole_hours=source != SCAN)
+        return await _compute(engine, filters, patterns, recent, recent_since, source=source)
+
+
+async def choose_source(engine: AsyncEngine, filters: StatsFilters, difference_min_window_attempts: int) -> str:
+    """ROLLUP, DIFFERENCE or SCAN: whichever reads the fewest attempts for this request."""
+    if not filters.needs_scan:
+        return ROLLUP
+    if filters.name_prefix is not None:
+        return SCAN
+    async with engine.connect() as connection:
+        sides = await estimate_sides(connection, filters)
+    return DIFFERENCE if sides.prefer_difference(difference_min_window_attempts) else SCAN
+
+
+async def _refreshed_rollup(engine: AsyncEngine, patterns: Sequence[Pattern]) -> None:
+    async with engine.begin() as connection:
+        refresh = await refresh_rollup(connection, patterns)
+    if refresh.rebuilt:
+        await vacuum_queues(engine)
 
 
 async def _compute(
-    engine: AsyncEngine, filters: StatsFilters, patterns: Sequence[Pattern], recent: timedelta, recent_since: datetime
+    engine: AsyncEngine,
+    filters: StatsFilters,
+    patterns: Sequence[Pattern],
+    recent: timedelta,
+    recent_since: datetime,
+    *,
+    source: str,
 ) -> StatsReport:
     value_sample: tuple[int, int] | None = None
-    if filters.needs_scan:
+    if source == SCAN:
         async with engine.connect() as connection:
             scanned = await scan_counts(connection, patterns, filters, recent_since)
         rows, value_rows, recent_rows, value_sample = _split(scanned)
-        report = build_report(rows, patterns, computed_from=SCAN)
+    elif source == DIFFERENCE:
+        await _refreshed_rollup(engine, patterns)
+        rows, value_rows, recent_rows = await difference_counts(engine, patterns, filters, recent_since)
     else:
         async with engine.begin() as connection:
             refresh = await refresh_rollup(connection, patterns)
@@ -97,12 +128,13 @@ async def _compute(
             _, value_rows, recent_rows, _ = _split(await _read_value_rollup(connection, filters.program, recent_since))
         if refresh.rebuilt:
             await vacuum_queues(engine)
-        report = build_report(rows, patterns, computed_from=ROLLUP)
+    report = build_report(rows, patterns, computed_from=source)
     value_attempts = report.finished_attempts if value_sample is None else value_sample[0]
     ranked, report_patterns = test_all(report, value_rows, recent_rows, recent, value_sample)
     chosen = candidates(ranked)
     if filters.needs_scan:
         async with engine.connect() as connection:
+            await prepare_scan(connection)
             overlaps = await count_overlaps(connection, chosen, filters, report.finished_attempts)
         counted_at = report.finished_attempts
     else:

@@ -157,12 +157,13 @@ def change_findings(report: StatsReport, rows: Iterable[CountRow], recent: timed
 
 def rank(findings: Iterable[Finding]) -> list[Finding]:
     """Significant first, then rejected but explained, then the rest; within each, by how much the rate surely
-    differs (the end of the difference's interval nearest zero), then by p-value."""
+    differs (the end of the difference's interval nearest zero), then by p-value; ties (two findings that select the
+    same attempts) by id, so that every way of counting ranks them alike."""
 
-    def key(finding: Finding) -> tuple[int, float, float]:
+    def key(finding: Finding) -> tuple[int, float, float, str]:
         tier = 0 if finding.significant else 1 if finding.rejected else 2
         p_value = finding.test.p_value if finding.test else 2.0
-        return (tier, -round(finding.strength, 9), float(f"{p_value:.9g}"))
+        return (tier, -round(finding.strength, 9), float(f"{p_value:.9g}"), finding.id)
 
     return sorted(findings, key=key)
 

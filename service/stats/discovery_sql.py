@@ -1,10 +1,11 @@
 """The SQL of /stats's findings: counts per value of each dimension, per hour started, and the overlaps of findings.
 
-The value and hour counts come out of the same pass over the facts as the rest of /stats (one GROUP BY GROUPING
-SETS each): in a fold or a rebuild they go to `stats_rollup_values` and `stats_rollup_hours` (counted per program;
-the counts over all programs are the sums of those), in a scan they are answered at once, over a bounded sample of
-the window's attempts when it is large. The overlaps of the strongest findings are one more bounded statement: one
-GROUP BY over a bitmask of the findings each attempt matches, over the filtered attempts or a fixed-size sample.
+The value and hour counts come out of the same pass over the facts as the rest of /stats: in a fold or a rebuild
+(service/stats/rollup_sql.py) they go to `stats_rollup_values` and `stats_rollup_hours` (counted per program; the
+counts over all programs are the sums of those), in a scan they are answered at once (one GROUP BY GROUPING SETS),
+over a bounded sample of the window's attempts when it is large. The overlaps of the strongest findings are one
+more bounded statement: one GROUP BY over a bitmask of the findings each attempt matches, over the filtered
+attempts or a fixed-size sample.
 """
 
 from __future__ import annotations
@@ -70,13 +71,13 @@ VALUE_DIMENSIONS: tuple[ValueDimension, ...] = (
 )
 _BY_NAME = {dimension.name: dimension for dimension in VALUE_DIMENSIONS}
 # The whole UTC hour (date_bin's integer arithmetic, not extract's numeric: this runs for every attempt of a rebuild).
-_STARTED_HOUR = "date_bin('1 hour', started_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+STARTED_HOUR = "date_bin('1 hour', started_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 
 
 def fact_columns() -> str:
     """Extra columns of the facts CTE of a fold or a rebuild (leading comma included)."""
     values = "".join(f",\n {d.expression} AS {d.column}" for d in VALUE_DIMENSIONS if not d.fact_column)
-    return f"{values},\n started_at,\n {_STARTED_HOUR} AS started_hour"
+    return f"{values},\n started_at,\n {STARTED_HOUR} AS started_hour"
 
 
 def scan_fact_columns() -> str:
@@ -102,93 +103,48 @@ id) are most of the distinct values and could never be tested. Folds store every
 becomes frequent later may be short of at most this many minus one attempts, against the hundreds it needs."""
 
 
-def _value_counts_per_program(minimum: int) -> str:
-    """Per program, then summed over the programs: one grouping set per dimension instead of two. The program
-    dimension is counted over all programs only (per program it has one value)."""
-    return f"""
-        WITH per_program AS (
-            SELECT program, {_DIMENSION} AS dimension, {_VALUE_KEY} AS key, {_COUNTS}
-            FROM facts
-            GROUP BY GROUPING SETS ({", ".join(f"(program, {d.column})" for d in VALUE_DIMENSIONS)})
-        )
-        SELECT program, dimension, key, total, successes FROM per_program
-        WHERE dimension <> 'program' AND total >= {minimum}
-        UNION ALL
-        SELECT '{ALL_PROGRAMS}', dimension, key, sum(total)::bigint, sum(successes)::bigint
-        FROM per_program GROUP BY dimension, key HAVING sum(total) >= {minimum}
-    """
-
-
 _VALUE_COUNTS_OF_SAMPLE = f"""
     SELECT {_DIMENSION} AS dimension, {_VALUE_KEY} AS key, {_COUNTS}
     FROM value_facts
     GROUP BY GROUPING SETS ({", ".join(f"({d.column})" for d in VALUE_DIMENSIONS)})
 """
 
-_HOUR_COUNTS = f"""
-    WITH per_program AS (
-        SELECT program, started_hour AS hour,
-               CASE WHEN GROUPING(value_program) = 0 THEN '{PROGRAM_KIND}' ELSE '{FAMILY_KIND}' END AS kind,
-               CASE WHEN GROUPING(value_program) = 0 THEN value_program ELSE name_family END AS value,
-               {_COUNTS}
-        FROM facts
-        GROUP BY GROUPING SETS ((program, started_hour, value_program), (program, started_hour, name_family))
-    )
-    SELECT program, hour, kind, value, total, successes FROM per_program
-    UNION ALL
-    SELECT '{ALL_PROGRAMS}', hour, kind, value, sum(total)::bigint, sum(successes)::bigint
-    FROM per_program GROUP BY hour, kind, value
-"""
 
-
-_ADD_VALUES = """
-    ON CONFLICT (scope, dimension, key) DO UPDATE
-    SET total = r.total + excluded.total, successes = r.successes + excluded.successes
-"""
-_ADD_HOURS = """
-    ON CONFLICT (scope, hour, kind, value) DO UPDATE
-    SET total = r.total + excluded.total, successes = r.successes + excluded.successes
-"""
-
-
-def fold_ctes(*, rebuild: bool = False) -> str:
-    """Data-modifying CTEs adding the facts' value and hour counts to their rollup tables (trailing comma). A
-    rebuild fills emptied tables: nothing to add to, and only the values REBUILD_MIN_VALUE_ATTEMPTS attempts have."""
-    return f"""
-        folded_values AS (
-            INSERT INTO stats_rollup_values AS r (scope, dimension, key, total, successes)
-            {_value_counts_per_program(REBUILD_MIN_VALUE_ATTEMPTS if rebuild else 1)}
-            {"" if rebuild else _ADD_VALUES}
-        ),
-        folded_hours AS (
-            INSERT INTO stats_rollup_hours AS r (scope, hour, kind, value, total, successes)
-            {_HOUR_COUNTS}
-            {"" if rebuild else _ADD_HOURS}
-        ),
-    """
-
-
-def scan_ctes() -> str:
+def scan_ctes(*, every_value: bool = False) -> str:
     """CTEs answering a scan directly: the most frequent values per dimension (over the value sample), the sample's
-    size, and the recent window's counts (over every attempt of the window)."""
+    size, and the recent window's counts (over every attempt of the window). With `every_value`, every value of
+    every attempt instead (the attempts outside a window, subtracted from the rollup's values)."""
     values = "".join(
         f",\n {d.column}" if d.fact_column else f",\n {d.expression} AS {d.column}" for d in VALUE_DIMENSIONS
+    )
+    sample = (
+        ""
+        if every_value
+        else f"WHERE sample_bucket < {_HASH_RANGE}.0 * :value_sample_attempts"
+        " / greatest((SELECT count(*) FROM facts), 1)"
+    )
+    top = (
+        "SELECT dimension, key, total, successes FROM value_counts"
+        if every_value
+        else f"""
+            SELECT dimension, key, total, successes FROM (
+                SELECT *, row_number() OVER (
+                    PARTITION BY dimension ORDER BY total DESC, key::text COLLATE "C"
+                ) AS frequency_rank
+                FROM value_counts
+            ) AS ranked
+            WHERE frequency_rank <= {TOP_VALUES}
+        """
     )
     return f"""
         value_facts AS MATERIALIZED (
             SELECT succeeded{values}
             FROM facts
-            WHERE sample_bucket < {_HASH_RANGE}.0 * :value_sample_attempts / greatest((SELECT count(*) FROM facts), 1)
+            {sample}
         ),
         value_sample AS (SELECT {_COUNTS} FROM value_facts),
         value_counts AS ({_VALUE_COUNTS_OF_SAMPLE}),
-        value_top AS (
-            SELECT dimension, key, total, successes FROM (
-                SELECT *, row_number() OVER (PARTITION BY dimension ORDER BY total DESC, key) AS frequency_rank
-                FROM value_counts
-            ) AS ranked
-            WHERE frequency_rank <= {TOP_VALUES}
-        ),
+        value_top AS ({top}),
         recent_counts AS (
             SELECT CASE WHEN GROUPING(program) = 0 THEN '{PROGRAM_KIND}' ELSE '{FAMILY_KIND}' END AS kind,
                    CASE WHEN GROUPING(program) = 0 THEN program ELSE name_family END AS value,
@@ -210,23 +166,30 @@ SCAN_ROWS = f"""
 """
 """Rows of the rollup's shape carrying the scan's value counts, the size of their sample and the recent counts."""
 
-READ_ROLLUP = f"""
-    SELECT '{ALL_PROGRAMS}' AS program, '{VALUE_PREFIX}' || d.dimension AS dimension, v.key::text AS key,
-           v.total, v.successes
-    FROM unnest(CAST(:dimensions AS text[])) AS d (dimension)
-    CROSS JOIN LATERAL (
-        SELECT key, total, successes FROM stats_rollup_values
-        WHERE scope = :scope AND dimension = d.dimension
-        ORDER BY total DESC
-        LIMIT {TOP_VALUES}
-    ) AS v
-    UNION ALL
-    SELECT '{ALL_PROGRAMS}', '{RECENT_PREFIX}' || kind, to_jsonb(value)::text, sum(total), sum(successes)
-    FROM stats_rollup_hours
-    WHERE scope = :scope AND hour >= :recent_since
-    GROUP BY kind, value
-"""
+
+def _read_rollup(values: str) -> str:
+    return f"""
+        SELECT '{ALL_PROGRAMS}' AS program, '{VALUE_PREFIX}' || d.dimension AS dimension, v.key::text AS key,
+               v.total, v.successes
+        FROM unnest(CAST(:dimensions AS text[])) AS d (dimension)
+        CROSS JOIN LATERAL (
+            SELECT key, total, successes FROM stats_rollup_values
+            WHERE scope = :scope AND dimension = d.dimension
+            {values}
+        ) AS v
+        UNION ALL
+        SELECT '{ALL_PROGRAMS}', '{RECENT_PREFIX}' || kind, to_jsonb(value)::text, sum(total), sum(successes)
+        FROM stats_rollup_hours
+        WHERE scope = :scope AND hour >= :recent_since
+        GROUP BY kind, value
+    """
+
+
+READ_ROLLUP = _read_rollup(f"ORDER BY total DESC LIMIT {TOP_VALUES}")
 """The most frequent values of each dimension (an index scan each) and the recent window, in one statement."""
+READ_ROLLUP_FREQUENT = _read_rollup("AND total >= :minimum")
+"""The same with every value at least `minimum` attempts have: once the attempts outside a window are subtracted,
+the window's most frequent values may be others than the rollup's."""
 
 VALUE_TABLES = ("stats_rollup_values", "stats_rollup_hours")
 OVERLAP_TABLE = "stats_rollup_overlaps"
@@ -278,4 +241,4 @@ def overlap_sql(
 
 def fingerprint_material() -> list[list[str]]:
     """What the value rollup depends on, for the rollup's fingerprint."""
-    return [[d.name, d.expression] for d in VALUE_DIMENSIONS] + [[_STARTED_HOUR, _HOUR_COUNTS]]
+    return [[d.name, d.expression] for d in VALUE_DIMENSIONS] + [[STARTED_HOUR, PROGRAM_KIND, FAMILY_KIND]]

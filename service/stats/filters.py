@@ -48,15 +48,35 @@ class StatsFilters:
         """The same filters over jobs: a job is in the window when it was created in it."""
         return self._conditions(time_column="created_at", name_column="name")
 
-    def _conditions(self, *, time_column: str, name_column: str) -> tuple[str, dict[str, object]]:
+    @property
+    def has_window(self) -> bool:
+        return self.since is not None or self.until is not None
+
+    def outside_attempt_conditions(self) -> tuple[str, dict[str, object]]:
+        """The attempts of the filter's program (if any) that started outside its window."""
+        return self._conditions(time_column="started_at", name_column="job_name", outside=True)
+
+    def outside_job_conditions(self) -> tuple[str, dict[str, object]]:
+        """The jobs of the filter's program (if any) created outside its window."""
+        return self._conditions(time_column="created_at", name_column="name", outside=True)
+
+    def _conditions(
+        self, *, time_column: str, name_column: str, outside: bool = False
+    ) -> tuple[str, dict[str, object]]:
         clauses: list[str] = []
         parameters: dict[str, object] = {}
+        window: list[str] = []
         if self.since is not None:
-            clauses.append(f"{time_column} >= :since")
+            window.append(f"{time_column} >= :since")
             parameters["since"] = self.since
         if self.until is not None:
-            clauses.append(f"{time_column} < :until")
+            window.append(f"{time_column} < :until")
             parameters["until"] = self.until
+        if outside:
+            # Both columns are NOT NULL: the complement of the window is exactly its negation.
+            clauses.append(f"NOT ({' AND '.join(window) or 'true'})")
+        else:
+            clauses.extend(window)
         if self.program is not None:
             clauses.append("program = :program")
             parameters["program"] = self.program

@@ -96,12 +96,15 @@ def counts_sql(
         if patterns
         else ""
     )
-    breakdowns = "\n        UNION ALL".join(
-        f"""
-        SELECT program, '{d.name}', coalesce({d.key}, 'null'), count(*), count(*) FILTER (WHERE succeeded)
-        FROM facts GROUP BY {", ".join(("program", *d.columns))}"""
-        for d in DIMENSIONS
-    )
+    # Every breakdown in one pass over the facts (one hash table per grouping set), not one pass each.
+    dimension = " ".join(f"WHEN GROUPING({d.columns[0]}) = 0 THEN '{d.name}'" for d in DIMENSIONS if d.columns)
+    key = " ".join(f"WHEN GROUPING({d.columns[0]}) = 0 THEN {d.key}" for d in DIMENSIONS if d.columns)
+    grouping_sets = ", ".join(f"({', '.join(('program', *d.columns))})" for d in DIMENSIONS)
+    whole = next(d.key for d in DIMENSIONS if not d.columns)
+    breakdowns = f"""
+        SELECT program, CASE {dimension} ELSE '{ALL}' END, coalesce(CASE {key} ELSE {whole} END, 'null'),
+               count(*), count(*) FILTER (WHERE succeeded)
+        FROM facts GROUP BY GROUPING SETS ({grouping_sets})"""
     return f"""
         WITH {leading_ctes}
         facts AS MATERIALIZED (
@@ -128,54 +131,6 @@ def counts_sql(
 _JOBS_BY_STATUS = """
     SELECT program, status, attempts_count > 1 AS retried, count(*) AS jobs FROM jobs WHERE {where} GROUP BY 1, 2, 3
 """
-_ROLLUP_COLUMNS = "INSERT INTO stats_rollup AS r (program, dimension, key, total, successes)"
-_ADD_TO_EXISTING = """
-    ON CONFLICT (program, dimension, key) DO UPDATE
-    SET total = r.total + excluded.total, successes = r.successes + excluded.successes
-"""
-
-
-def fold_sql(patterns: Sequence[Pattern]) -> str:
-    """Consume the queues and add what they hold to the rollup, in one statement (one snapshot)."""
-    return counts_sql(
-        patterns,
-        leading_ctes="""
-            consumed_attempts AS (
-                DELETE FROM stats_rollup_pending_attempts RETURNING attempt_id AS pending_attempt_id
-            ),
-            consumed_jobs AS (DELETE FROM stats_rollup_pending_jobs RETURNING program, status, retried, jobs),
-        """,
-        # OFFSET 0 keeps this a lookup per queued attempt: the planner cannot turn it into a scan of all attempts
-        # because of a stale estimate of the queue's size.
-        facts_from="""
-            consumed_attempts CROSS JOIN LATERAL (
-                SELECT * FROM attempt_facts WHERE attempt_facts.attempt_id = pending_attempt_id OFFSET 0
-            ) AS attempt_facts
-        """,
-        facts_where="true",
-        jobs_source="SELECT program, status, retried, jobs FROM consumed_jobs",
-        insert_into=_ROLLUP_COLUMNS,
-        on_conflict=_ADD_TO_EXISTING,
-        discovery_ctes=discovery_sql.fold_ctes(),
-        discovery_columns=discovery_sql.fact_columns(),
-    )
-
-
-def rebuild_sql(patterns: Sequence[Pattern]) -> str:
-    """Empty the queues and count every finished attempt and every job, in one statement (one snapshot)."""
-    return counts_sql(
-        patterns,
-        leading_ctes="""
-            cleared_attempts AS (DELETE FROM stats_rollup_pending_attempts),
-            cleared_jobs AS (DELETE FROM stats_rollup_pending_jobs),
-            cleared_invalidations AS (DELETE FROM stats_rollup_invalidations),
-        """,
-        facts_where="true",
-        jobs_source=_JOBS_BY_STATUS.format(where="true"),
-        insert_into=_ROLLUP_COLUMNS,
-        discovery_ctes=discovery_sql.fold_ctes(rebuild=True),
-        discovery_columns=discovery_sql.fact_columns(),
-    )
 
 
 def scan_sql(
@@ -193,16 +148,80 @@ def scan_sql(
     """
     facts_where, parameters = filters.attempt_conditions()
     jobs_where, _ = filters.job_conditions()
-    counts = counts_sql(
+    sample = discovery_sql.VALUE_SAMPLE_ATTEMPTS if value_sample_attempts is None else value_sample_attempts
+    return _scan(
         patterns,
         facts_where=facts_where,
         jobs_source=_JOBS_BY_STATUS.format(where=jobs_where),
-        discovery_ctes=discovery_sql.scan_ctes(),
+        parameters={**parameters, "recent_since": recent_since, "value_sample_attempts": sample},
+    )
+
+
+# A finished attempt is either counted in the rollup or still queued (a fold moves it from one to the other in one
+# transaction): in one snapshot, the rollup plus the queue is every finished attempt.
+_NOT_QUEUED = (
+    "NOT EXISTS (SELECT FROM stats_rollup_pending_attempts AS queued"
+    " WHERE queued.attempt_id = attempt_facts.attempt_id)"
+)
+_QUEUED_FACTS = """
+    (SELECT attempt_id AS queued_id FROM stats_rollup_pending_attempts) AS queued CROSS JOIN LATERAL (
+        SELECT * FROM attempt_facts WHERE attempt_facts.attempt_id = queued.queued_id OFFSET 0
+    ) AS attempt_facts
+"""
+_NO_JOBS = "SELECT ''::text AS program, ''::text AS status, false AS retried, 0::bigint AS jobs WHERE false"
+
+
+def outside_sql(
+    patterns: Sequence[Pattern], filters: StatsFilters, recent_since: datetime
+) -> tuple[str, dict[str, object]]:
+    """The scan's rows over what a window leaves out of the rollup: the attempts of the filter's program that
+    started outside the window and are counted in the rollup (not queued), the jobs created outside it, and every
+    value of those attempts (not a sample: they are subtracted from the rollup's values)."""
+    facts_where, parameters = filters.outside_attempt_conditions()
+    jobs_where, _ = filters.outside_job_conditions()
+    return _scan(
+        patterns,
+        facts_where=f"{facts_where} AND {_NOT_QUEUED}",
+        jobs_source=_JOBS_BY_STATUS.format(where=jobs_where),
+        parameters={**parameters, "recent_since": recent_since},
+        every_value=True,
+    )
+
+
+def queued_sql(
+    patterns: Sequence[Pattern], filters: StatsFilters, recent_since: datetime
+) -> tuple[str, dict[str, object]]:
+    """The scan's rows over the queued attempts inside the window (finished since the last fold: not in the rollup
+    yet), every value counted; no jobs (the rollup's jobs plus the queued job counts are all the jobs)."""
+    facts_where, parameters = filters.attempt_conditions()
+    return _scan(
+        patterns,
+        facts_where=facts_where,
+        facts_from=_QUEUED_FACTS,
+        jobs_source=_NO_JOBS,
+        parameters={**parameters, "recent_since": recent_since},
+        every_value=True,
+    )
+
+
+def _scan(
+    patterns: Sequence[Pattern],
+    *,
+    facts_where: str,
+    jobs_source: str,
+    parameters: dict[str, object],
+    facts_from: str = "attempt_facts",
+    every_value: bool = False,
+) -> tuple[str, dict[str, object]]:
+    counts = counts_sql(
+        patterns,
+        facts_where=facts_where,
+        facts_from=facts_from,
+        jobs_source=jobs_source,
+        discovery_ctes=discovery_sql.scan_ctes(every_value=every_value),
         discovery_rows=discovery_sql.SCAN_ROWS,
         discovery_columns=discovery_sql.scan_fact_columns(),
     )
-    sample = discovery_sql.VALUE_SAMPLE_ATTEMPTS if value_sample_attempts is None else value_sample_attempts
-    parameters = {**parameters, "recent_since": recent_since, "value_sample_attempts": sample}
     sql = f"""
         SELECT program, dimension, key::text AS key, total, successes
         FROM ({counts}) AS counts (program, dimension, key, total, successes)
