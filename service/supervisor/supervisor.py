@@ -173,6 +173,7 @@ class Supervisor:
         if not await self._recorder.wait(FINISH_WRITES_SECONDS):
             logger.error("some outcomes could not be written in time; the next start reads them from their files")
             await self._recorder.cancel_all()
+        await self._recorder.close()
         logger.info("supervisor stopped")
 
     def _signal_all(self, send: Callable[[RunningProcess], None]) -> None:
