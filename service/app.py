@@ -23,7 +23,7 @@ from service import __version__
 from service.api.attempts import AttemptController
 from service.api.auth import BearerTokenMiddleware, TokenRegistry
 from service.api.back_pressure import QueueGauge
-from service.api.dependencies import JobDefaults, NodeLease, OutputAccess, from_state
+from service.api.dependencies import JobDefaults, JobIntake, NodeLease, OutputAccess, from_state
 from service.api.docs import DocsAssetController, openapi_config
 from service.api.errors import handle_database_unavailable, handle_http_exception, handle_unexpected_exception
 from service.api.health import HealthController, ReadyController
@@ -37,8 +37,7 @@ from service.api.validation import (
     MAX_REQUEST_BODY_BYTES,
     QUERY_PARAMETERS_STATE_KEY,
     known_query_parameters,
-    reject_oversized_headers,
-    reject_unknown_query_parameters,
+    request_head_checks,
 )
 from service.db.attempt_store import AttemptStore
 from service.db.connections import Database
@@ -49,6 +48,7 @@ from service.db.migrate import upgrade_to_head
 from service.db.node_store import NodeRegistration
 from service.db.retention_store import RetentionStore
 from service.domain.retry import RetryPolicy
+from service.logs import lines_written_in_background
 from service.runner.job_user import JobUserError, resolve_job_user
 from service.runner.keeper import KeeperKind, keeper_command
 from service.runner.launcher import ProcessLauncher
@@ -202,6 +202,7 @@ def create_app(settings: Settings) -> Litestar:
                 "job_store",
                 "supervisor",
                 "job_defaults",
+                "job_intake",
                 "output_access",
                 "engine",
                 "stats_engine",
@@ -217,11 +218,11 @@ def create_app(settings: Settings) -> Litestar:
             DatabaseUnavailableError: handle_database_unavailable,
             SQLAlchemyError: handle_database_unavailable,
         },
-        guards=[reject_oversized_headers, reject_unknown_query_parameters],
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
-        lifespan=[functools.partial(_reload_tokens_on_sighup, tokens), lifespan],
+        # The log writer first: it writes the lines of the start-up and of the shutdown too.
+        lifespan=[_log_writer, functools.partial(_reload_tokens_on_sighup, tokens), lifespan],
         # The request id first, so that a refused request too is answered with its id.
-        middleware=[request_ids, BearerTokenMiddleware(tokens), metrics.submission_counter],
+        middleware=[request_ids, BearerTokenMiddleware(tokens), request_head_checks],
         after_exception=[metrics.count_database_error],
         template_config=web_template_config(),
         logging_config=None,  # the entry point configures logging once, for the whole process
@@ -264,6 +265,9 @@ def _share_with_controllers(
         max_attempts=settings.max_attempts,
         timeout_seconds=settings.default_timeout_seconds,
         limits=settings.job_limits,
+    )
+    state.job_intake = JobIntake(
+        job_store, supervisor, state.job_defaults, state.queue_gauge, count_accepted=metrics.jobs_submitted.inc
     )
     state.output_access = OutputAccess(
         output_dir=settings.data_dir / "output", node_id=node_id, tail_bytes=settings.output_tail_bytes
@@ -309,6 +313,13 @@ async def _migrate(database_url: str, connect_seconds: float) -> None:
         await upgrade_to_head(engine)
     finally:
         await engine.dispose()
+
+
+@asynccontextmanager
+async def _log_writer(_app: Litestar) -> AsyncIterator[None]:
+    """While the app runs, log lines are formatted and written by a thread of their own, not by the event loop."""
+    with lines_written_in_background():
+        yield
 
 
 @asynccontextmanager

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -10,6 +10,8 @@ from typing import Protocol, runtime_checkable
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from service.api.back_pressure import QueueGauge
+from service.db.job_store import JobStore
 from service.domain.limits import NO_LIMITS, JobLimits
 
 
@@ -57,6 +59,19 @@ class OutputAccess:
     output_dir: Path
     node_id: str
     tail_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobIntake:
+    """What POST /jobs needs, as one dependency: Litestar resolves several dependencies of one handler in a task
+    group, a task for each, on every request."""
+
+    job_store: JobStore
+    supervisor: SupervisorHandle
+    defaults: JobDefaults
+    queue_gauge: QueueGauge
+    count_accepted: Callable[[], None]
+    """Counts a job stored (answered 201) in the service's metrics."""
 
 
 def from_state(name: str) -> Provide:

@@ -20,8 +20,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from service.api.auth import caller_name
-from service.api.back_pressure import QueueGauge
-from service.api.dependencies import JobDefaults, SupervisorHandle
+from service.api.dependencies import JobIntake, SupervisorHandle
 from service.api.errors import ProblemError, problem_response
 from service.api.job_limits import resolve_job_limits
 from service.api.schemas import JobCreate, JobDetail, JobRead
@@ -157,10 +156,7 @@ class JobController(Controller):
         self,
         *,
         data: JSONBody[JobCreate],
-        job_store: NamedDependency[JobStore],
-        supervisor: NamedDependency[SupervisorHandle],
-        job_defaults: NamedDependency[JobDefaults],
-        queue_gauge: NamedDependency[QueueGauge],
+        job_intake: NamedDependency[JobIntake],
         idempotency_key: IdempotencyKey = None,
         request: Request[Any, Any, Any],
     ) -> Response[JobRead]:
@@ -169,6 +165,7 @@ class JobController(Controller):
         An unknown `program`, or an Idempotency-Key already used with another body, is a 422. With MAX_QUEUED_JOBS
         jobs queued, a 429 with Retry-After; nothing is stored.
         """
+        job_store, job_defaults, queue_gauge = job_intake.job_store, job_intake.defaults, job_intake.queue_gauge
         program_name, program = _resolve_program(data.program, job_defaults.programs)
         await queue_gauge.check_room()
         new_job = NewJob(
@@ -205,6 +202,7 @@ class JobController(Controller):
             job, created = submission.job, submission.created
         if created:
             queue_gauge.accepted()
+            job_intake.count_accepted()
             logger.info(
                 "job %s accepted: name %r, program %s, %d argument(s), submitted by %s",
                 format_job_id(job.id),
@@ -213,7 +211,7 @@ class JobController(Controller):
                 len(job.arguments),
                 job.submitted_by or "anyone (no authentication)",
             )
-            supervisor.wake()
+            job_intake.supervisor.wake()
         return Response(JobRead.from_record(job), status_code=HTTP_201_CREATED if created else HTTP_200_OK)
 
     @get(

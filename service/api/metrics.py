@@ -7,8 +7,7 @@ from typing import Any, Protocol
 
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Scope
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from service.db.errors import DatabaseUnavailableError, is_transient
@@ -23,8 +22,6 @@ QUEUED_CACHE_SECONDS = 5.0
 ATTEMPT_DURATION_BUCKETS_SECONDS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
 START_LATENCY_BUCKETS_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 CLAIM_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
-SUBMIT_PATH = "/jobs"
-HTTP_CREATED = 201
 
 
 class NodeSlots(Protocol):
@@ -138,23 +135,6 @@ class ServiceMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-    def submission_counter(self, app: ASGIApp) -> ASGIApp:
-        """ASGI middleware: counts the 201 answers to POST /jobs (a repeated Idempotency-Key answers 200)."""
-
-        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != ScopeType.HTTP or scope["method"] != "POST" or scope["path"].rstrip("/") != SUBMIT_PATH:
-                await app(scope, receive, send)
-                return
-
-            async def send_counting(message: Message) -> None:
-                if message["type"] == "http.response.start" and message["status"] == HTTP_CREATED:
-                    self.jobs_submitted.inc()
-                await send(message)
-
-            await app(scope, receive, send_counting)
-
-        return middleware
 
 
 class MetricsController(Controller):

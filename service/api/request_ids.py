@@ -4,7 +4,7 @@ the response's X-Request-ID header and is on every log line the request causes."
 from __future__ import annotations
 
 import re
-import uuid
+import secrets
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,18 +12,20 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from service.logs import current_request_id
 
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_HEADER_BYTES = REQUEST_ID_HEADER.encode()
+REQUEST_ID_BYTES = 16
 # Visible ASCII only, and short: the id is copied into every log line and into a response header.
 _ACCEPTED_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
 def request_id_of(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
-        if name.decode("latin-1").lower() == REQUEST_ID_HEADER:
+        if name.lower() == _REQUEST_ID_HEADER_BYTES:
             given = value.decode("latin-1")
             if _ACCEPTED_REQUEST_ID.fullmatch(given):
                 return given
             break
-    return uuid.uuid4().hex
+    return secrets.token_hex(REQUEST_ID_BYTES)  # 32 hex digits, like a UUID's without its fixed version bits
 
 
 def request_ids(app: ASGIApp) -> ASGIApp:
@@ -40,9 +42,9 @@ def request_ids(app: ASGIApp) -> ASGIApp:
                 headers = [
                     (name, value)
                     for name, value in message.get("headers", [])
-                    if name.decode("latin-1").lower() != REQUEST_ID_HEADER
+                    if name.lower() != _REQUEST_ID_HEADER_BYTES
                 ]
-                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                headers.append((_REQUEST_ID_HEADER_BYTES, request_id.encode()))
                 message["headers"] = headers
             await send(message)
 

@@ -17,6 +17,7 @@ from service.api.auth import TokenFileError
 from service.cli import render
 from service.cli.app import EXIT_BAD_CONFIGURATION, cli_context
 from service.cli.database import resolve_database_url
+from service.cli.keep_alive import http_protocol
 from service.hardening import (
     forget_secret_environment,
     secure_data_dir,
@@ -76,7 +77,7 @@ def serve(settings: Settings) -> None:
     warn_about_root(settings, is_root=running_as_root(), job_user_switches=job_user is not None)
     warn_if_env_file_exposed(ENV_FILE)
     print(f"Concurrent Job Manager: http://{settings.host}:{settings.port}  (API docs at /schema)", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    uvicorn.run(app, host=settings.host, port=settings.port, http=http_protocol(), log_config=None, access_log=False)
 
 
 def run_bench(arguments: Sequence[str]) -> int:

@@ -35,6 +35,7 @@
 #define REPLY_BYTES 24
 #define STAGE_PROGRAM 1
 #define STAGE_OUTPUT 2
+#define FOLDER_RACE_RETRIES 3
 
 /* A keeper this server forked and has not reaped yet. */
 struct served_keeper {
@@ -152,14 +153,20 @@ static int same_directory(const char *one, const char *other) {
     return length == directory_length(other) && strncmp(one, other, length) == 0;
 }
 
-/* An output file opened for appending, its folder made first (each attempt has a new one: made, not found). */
+/* An output file opened for appending, its folder made first (each attempt has a new one: made, not found). The
+ * job's folder may vanish between the two mkdir()s: the service removes an earlier attempt's empty folders as this
+ * keeper makes its own, so a vanished parent is made again. */
 static int open_output(const char *path, const char *previous) {
-    if ((previous == NULL || !same_directory(path, previous)) && make_directories(path, directory_length(path))) {
-        return -1;
+    for (int tries = 0;; tries++) {
+        int known = previous != NULL && same_directory(path, previous);
+        int made = known ? 0 : make_directories(path, directory_length(path));
+        int fd = made == 0 ? open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
+        if (fd >= 0) {
+            note_fd(fd);
+            return fd;
+        }
+        if (errno != ENOENT || tries == FOLDER_RACE_RETRIES) return -1;
     }
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd >= 0) note_fd(fd);
-    return fd;
 }
 
 static void close_from(int lowest) {

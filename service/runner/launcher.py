@@ -35,6 +35,8 @@ __all__ = ["ExitUnknownError", "ProcessLauncher", "ProcessSpec", "RunningProcess
 
 logger = logging.getLogger(__name__)
 RESET_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name))
+# A parent folder removed under a new attempt is made again this many times (one removal per earlier attempt).
+FOLDER_RACE_RETRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,18 @@ def _keeper_options(spec: ProcessSpec) -> list[str]:
         if value is not None:
             options.append(f"{option}={value}")
     return options
+
+
+def make_folder(directory: Path) -> None:
+    """`os.makedirs`, made again when a parent vanishes under it: the job's folder of an earlier attempt may be
+    being removed (runner/cleanup.py) while this attempt makes its own inside it."""
+    for _ in range(FOLDER_RACE_RETRIES):
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except FileNotFoundError:
+            continue
+        return
+    os.makedirs(directory, exist_ok=True)
 
 
 class ProcessLauncher:
@@ -211,7 +225,7 @@ class ProcessLauncher:
             spec.status_path.unlink(missing_ok=True)
             # Usually one directory for all three: one makedirs, not three (mkdir calls stood out in the profile).
             for directory in {spec.status_path.parent, spec.stdout_path.parent, spec.stderr_path.parent}:
-                os.makedirs(directory, exist_ok=True)
+                make_folder(directory)
         except OSError as error:
             raise SpawnError(describe_output_error(spec.status_path.parent, error.errno or errno.EIO)) from error
         argv = (

@@ -51,8 +51,8 @@ def remove_after_recording(files: AttemptFiles) -> int:
     """Once an attempt's outcome and tails are on its row: remove its exit-status file, its empty output files and
     then its folders if nothing is left in them; returns how many entries it removed.
 
-    Call it from the thread that starts programs (the event loop): a folder is removed only when empty, and a new
-    attempt of the same job creating its folder meanwhile could otherwise see its parent vanish.
+    A folder is removed only when empty; a new attempt of the same job making its folder meanwhile may see its
+    job's folder vanish under it, and makes it again (see runner/cleanup.py).
     """
     removed = 0
     with contextlib.suppress(*_NOTHING_THERE):

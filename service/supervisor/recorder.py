@@ -14,7 +14,7 @@ from service.db.errors import DatabaseUnavailableError, describe
 from service.domain.paths import attempt_files
 from service.domain.records import AttemptEnding, RecordedOutcome
 from service.domain.status import JobStatus
-from service.runner.output import remove_after_recording
+from service.runner.cleanup import AttemptFileCleaner
 from service.supervisor.config import SupervisorConfig
 from service.supervisor.endings import AttemptKey, with_output_tails
 from service.supervisor.observer import SupervisorObserver
@@ -46,6 +46,7 @@ class OutcomeRecorder:
         self._observer = observer
         self._on_recorded = on_recorded
         self._writes = TaskSet("outcome-writer")
+        self._spent_files = AttemptFileCleaner()
         # Attempts whose ending was observed and is being written: no longer watched, still `running` in the database.
         self._pending: set[int] = set()
 
@@ -53,8 +54,15 @@ class OutcomeRecorder:
         return attempt_id in self._pending
 
     async def wait(self, timeout: float) -> bool:
-        """True once every write handed over so far has ended."""
-        return await self._writes.wait(timeout)
+        """True once every write handed over so far has ended, and the files it spent are removed."""
+        if not await self._writes.wait(timeout):
+            return False
+        await self._spent_files.flush()
+        return True
+
+    async def close(self) -> None:
+        """After the last write: remove what is still queued for removal; later removals happen in place."""
+        await self._spent_files.close()
 
     async def cancel_all(self) -> None:
         await self._writes.cancel_all()
@@ -94,7 +102,7 @@ class OutcomeRecorder:
                 reason,
                 withdrawn.job_status.value if withdrawn.job_status else "unchanged",
             )
-        remove_after_recording(attempt_files(self._config.output_dir, key.job_id, key.attempt_number))
+        self._spent_files.remove(attempt_files(self._config.output_dir, key.job_id, key.attempt_number))
         self._on_recorded(withdrawn)
 
     async def _record_durably(self, key: AttemptKey, ending: AttemptEnding, program_name: str) -> None:
@@ -118,7 +126,7 @@ class OutcomeRecorder:
             duration = None if ending.duration_ms is None else ending.duration_ms / 1000
             self._observer.attempt_finished(program_name, ending.outcome, duration)
         # Recorded (here, or by whoever fenced this writer out): the tails are on the row, the status file is spent.
-        remove_after_recording(attempt_files(self._config.output_dir, key.job_id, key.attempt_number))
+        self._spent_files.remove(attempt_files(self._config.output_dir, key.job_id, key.attempt_number))
         self._on_recorded(recorded)
 
     async def _write_outcome(self, key: AttemptKey, ending: AttemptEnding) -> RecordedOutcome | None:

@@ -8,29 +8,22 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 
 from service.db.attempt_store import AttemptStore
 from service.db.errors import DatabaseUnavailableError, describe
-from service.domain.identifiers import format_job_id
 from service.domain.limits import NO_LIMITS, JobLimits
-from service.domain.paths import attempt_files
 from service.domain.records import AttemptEnding, ClaimedAttempt, RecordedOutcome
 from service.domain.shutdown import ShutdownMode
 from service.domain.status import AttemptOutcome
-from service.runner.environment import child_environment
 from service.runner.launcher import (
     ExitUnknownError,
     ProcessLauncher,
-    ProcessSpec,
     RunningProcess,
     SpawnError,
     StartNotMadeError,
 )
-from service.runner.program import command_prefix
 from service.supervisor.config import SupervisorConfig
 from service.supervisor.endings import (
     AttemptKey,
@@ -38,10 +31,12 @@ from service.supervisor.endings import (
     lost_ending,
     with_limit_described,
 )
-from service.supervisor.observer import UNKNOWN_PROGRAM, NoObserver, SupervisorObserver
+from service.supervisor.observer import NoObserver, SupervisorObserver
 from service.supervisor.periodic import STOP_WAIT_SECONDS
 from service.supervisor.recorder import OutcomeRecorder
+from service.supervisor.specs import process_spec
 from service.supervisor.tasks import TaskSet
+from service.supervisor.watched import Watched, as_stopped
 
 logger = logging.getLogger(__name__)
 
@@ -52,25 +47,6 @@ GROUP_POLL_SECONDS = 0.1
 # At shutdown, outcomes already observed get this long to reach the database; after that their exit-status files
 # still hold them, and the next start records them.
 FINISH_WRITES_SECONDS = 10.0
-
-
-@dataclass(slots=True, eq=False)
-class _Watched:
-    """A process this node watches, and whether (and why) the service is ending it."""
-
-    key: AttemptKey
-    process: RunningProcess
-    program_name: str = UNKNOWN_PROGRAM
-    stop_reason: AttemptOutcome | None = None
-    """CANCELLED or TIMED_OUT once the service has decided to end it; the outcome it will be recorded with."""
-    stop_detail: str | None = None
-    stop_started: float | None = None
-    """Event-loop time of the SIGTERM."""
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
-    limits: JobLimits = NO_LIMITS
-    """What its program runs under: an ending that hit one of them says so."""
-    abandoned_here: bool = False
-    """This supervisor gave up on it before its go-ahead: its program never ran, whatever its keeper could write."""
 
 
 class Supervisor:
@@ -88,7 +64,7 @@ class Supervisor:
         self._config = config
         self._launcher = launcher
         self._wakeup = asyncio.Event()
-        self._running: dict[int, _Watched] = {}
+        self._running: dict[int, Watched] = {}
         self._watchers = TaskSet("attempt-watcher")
         self._recorder = OutcomeRecorder(attempts, config, self._observer, self._after_recording)
         self._loop_task: asyncio.Task[None] | None = None
@@ -173,6 +149,7 @@ class Supervisor:
         if not await self._recorder.wait(FINISH_WRITES_SECONDS):
             logger.error("some outcomes could not be written in time; the next start reads them from their files")
             await self._recorder.cancel_all()
+        await self._recorder.close()
         logger.info("supervisor stopped")
 
     def _signal_all(self, send: Callable[[RunningProcess], None]) -> None:
@@ -221,7 +198,7 @@ class Supervisor:
         self._observer.claim_round(time.perf_counter() - asked_at, len(claimed))
         if claimed:
             # One message to the fork server for the whole round; results come back in the same order.
-            started = await self._launcher.start_many([self._process_spec(attempt) for attempt in claimed])
+            started = await self._launcher.start_many([process_spec(self._config, attempt) for attempt in claimed])
             for attempt, process in zip(claimed, started, strict=True):
                 self._launched(attempt, process)
         return len(claimed)
@@ -285,7 +262,7 @@ class Supervisor:
         counts. A cancel asked for meanwhile is carried out at once.
         """
         logger.info("%s adopted: pid %d still running", key, process.pid)
-        watched = _Watched(key, process, limits=limits)
+        watched = Watched(key, process, limits=limits)
         self._running[key.attempt_id] = watched
         self._watchers.spawn(self._watch(watched, started_at, timeout_seconds), name=str(key))
         if cancel_requested:
@@ -314,35 +291,12 @@ class Supervisor:
             )
             self._recorder.record(key, ending, claimed.program_name)
             return
-        watched = _Watched(key, process, claimed.program_name, limits=claimed.limits)
+        watched = Watched(key, process, claimed.program_name, limits=claimed.limits)
         self._running[key.attempt_id] = watched
         self._watchers.spawn(self._release_and_watch(watched, claimed.timeout_seconds, claimed.due_at), name=str(key))
 
-    def _process_spec(self, attempt: ClaimedAttempt) -> ProcessSpec:
-        files = attempt_files(self._config.output_dir, attempt.job_id, attempt.attempt_number)
-        environment = child_environment(
-            self._config.parent_environment,
-            self._config.inherited_environment,
-            {
-                "JOB_ID": format_job_id(attempt.job_id),
-                "JOB_NAME": attempt.job_name,
-                "JOB_ATTEMPT": str(attempt.attempt_number),
-            },
-        )
-        return ProcessSpec(
-            argv=[*command_prefix(Path(attempt.program)), *attempt.arguments],
-            environment=environment,
-            stdout_path=files.stdout,
-            stderr_path=files.stderr,
-            status_path=files.exit_status,
-            output_limit_bytes=self._config.output_limit_bytes,
-            output_tail_bytes=self._config.output_tail_bytes,
-            limits=attempt.limits,
-            lease_path=self._config.lease_path,
-        )
-
     async def _release_and_watch(
-        self, watched: _Watched, timeout_seconds: float | None, due_at: datetime | None = None
+        self, watched: Watched, timeout_seconds: float | None, due_at: datetime | None = None
     ) -> None:
         key, process = watched.key, watched.process
         # The program may only run once its pid is committed: a crash before that leaves nothing unrecorded.
@@ -381,7 +335,7 @@ class Supervisor:
         self._observer.attempt_started(watched.program_name, waited)
         await self._watch(watched, released_at, timeout_seconds)
 
-    async def _watch(self, watched: _Watched, started_at: datetime | None, timeout_seconds: float | None) -> None:
+    async def _watch(self, watched: Watched, started_at: datetime | None, timeout_seconds: float | None) -> None:
         key, process = watched.key, watched.process
         if timeout_seconds is not None:
             deadline = (started_at or process.spawned_at) + timedelta(seconds=timeout_seconds)
@@ -412,11 +366,11 @@ class Supervisor:
         if never_ran:
             self._recorder.withdraw(key, process.pid, "its exit keeper never got the go-ahead")
             return
-        ending = _as_stopped(watched, ending)
+        ending = as_stopped(watched, ending)
         # Written by a task of its own, so that a shutdown that stops watching never interrupts a write.
         self._recorder.record(key, ending, watched.program_name)
 
-    def _begin_stop(self, watched: _Watched, reason: AttemptOutcome, detail: str) -> bool:
+    def _begin_stop(self, watched: Watched, reason: AttemptOutcome, detail: str) -> bool:
         """SIGTERM the attempt's group now and SIGKILL what is left of it after the grace period. False if the
         attempt is already being ended, or no longer watched."""
         if watched.stop_reason is not None or self._running.get(watched.key.attempt_id) is not watched:
@@ -436,7 +390,7 @@ class Supervisor:
         )
         return True
 
-    async def _until_group_ends(self, watched: _Watched) -> None:
+    async def _until_group_ends(self, watched: Watched) -> None:
         """Once the leader has ended, wait for the rest of the group (a child that ignored SIGTERM, say) to end
         too, or to be killed when the grace period is over: an attempt is over when nothing of it runs."""
         loop = asyncio.get_running_loop()
@@ -450,14 +404,3 @@ class Supervisor:
         if recorded is not None and recorded.retry_in_seconds is not None:
             asyncio.get_running_loop().call_later(recorded.retry_in_seconds, self.wake)
         self.wake()  # a slot is free
-
-
-def _as_stopped(watched: _Watched, ending: AttemptEnding) -> AttemptEnding:
-    """An attempt the service ended is recorded as cancelled or timed out, whatever the signal made of it (a
-    program that catches SIGTERM and exits 0 was cancelled all the same); the exit code and signal stay as seen."""
-    if watched.stop_reason is None or ending.outcome is AttemptOutcome.SPAWN_FAILED:
-        return ending
-    detail = watched.stop_detail
-    if ending.outcome is AttemptOutcome.LOST:
-        detail = f"{detail}; then {ending.error}"
-    return replace(ending, outcome=watched.stop_reason, error=detail)
