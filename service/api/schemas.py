@@ -301,7 +301,9 @@ class StatsRead(msgspec.Struct, rename="camel"):
     flaky_names: list[GroupRead]
     filters: StatsFiltersRead
     computed_from: str
-    """rollup (kept up to date as attempts finish) or scan (a window or a name prefix was asked for)."""
+    """How the counts were made: `rollup` (kept up to date as attempts finish), `rollup-minus-outside` (a window
+    that holds most attempts: the rollup less those outside it), `rollup-by-family` (a name prefix that is a
+    union of name families), or `scan` (any other window or prefix, counted from its attempts)."""
     findings: list[FindingRead] = msgspec.field(default_factory=list)
     """Patterns, values and recent windows that go with success or failure, merged and strongest first."""
     summary: list[str] = msgspec.field(default_factory=list)
