@@ -121,7 +121,7 @@ static uint64_t start_ticks(pid_t pid) {
     if (length <= 0) return 0;
     text[length] = '\0';
     char *field = strrchr(text, ')'); /* the name (field 2) may hold anything; field 3 follows its ')' */
-    for (int number = 3; field != NULL && number < 22; number++) field = strchr(field + 1, ' ');
+    for (int number = 3; field != NULL && number <= 22; number++) field = strchr(field + 1, ' ');
     return field == NULL ? 0 : strtoull(field + 1, NULL, 10);
 }
 

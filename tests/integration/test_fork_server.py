@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from service.runner.exit_status import read_exit_status
-from service.runner.identity import process_start_time
+from service.runner.fork_server import ForkServer, Served, SpawnRequest
+from service.runner.identity import process_start_time, start_ticks_from_stat
 from service.runner.keeper import KeeperKind, keeper_command
 from service.runner.launcher import ProcessLauncher, ProcessSpec, RunningProcess, SpawnError, StartNotMadeError
 from tests.support.processes import WAIT_SECONDS, wait_until, write_script
@@ -49,6 +50,10 @@ async def start_all(launcher: ProcessLauncher, specs: list[ProcessSpec]) -> list
     processes = [process for process in started if isinstance(process, RunningProcess)]
     assert len(processes) == len(specs), started
     return processes
+
+
+def start_ticks_of(pid: int) -> int:
+    return start_ticks_from_stat(Path(f"/proc/{pid}/stat").read_bytes())
 
 
 def parent_of(pid: int) -> int:
@@ -94,6 +99,33 @@ async def test_a_keeper_leads_its_session_and_its_start_time_is_its_identity(
     ending = await asyncio.wait_for(process.wait(), WAIT_SECONDS)
     assert ending.abandoned
     assert process.returncode == 124
+
+
+async def test_the_server_reports_each_keepers_start_time_itself(keeper_build_dir: Path, tmp_path: Path) -> None:
+    command = keeper_command(KeeperKind.NATIVE, keeper_build_dir)
+    assert command is not None
+    server = ForkServer(command)
+    try:
+        [reply] = await server.spawn(
+            [
+                SpawnRequest(
+                    status_path=tmp_path / "a" / "exit-status.json",
+                    stdout_path=tmp_path / "a" / "stdout",
+                    stderr_path=tmp_path / "a" / "stderr",
+                    options=[],
+                    argv=["/bin/true"],
+                    environment={},
+                )
+            ]
+        )
+        assert isinstance(reply, Served), reply
+        assert reply.start_ticks == start_ticks_of(reply.pid), (
+            "the start time comes with the reply: the service need not read /proc for it"
+        )
+        reply.connection.abandon(reply.request_id)
+        assert await asyncio.wait_for(reply.exit_status, WAIT_SECONDS) is not None
+    finally:
+        await server.close()
 
 
 async def test_refusals_are_spawn_errors_and_the_rest_of_the_batch_starts(
