@@ -59,6 +59,20 @@ class CountRow:
     successes: int
 
 
+def pattern_count_columns(patterns: Sequence[Pattern]) -> str:
+    """`, count(...) AS matches_<id>, count(...) AS successes_<id>` for each pattern, over rows with `matches_<id>`."""
+    return "".join(
+        f",\n count(*) FILTER (WHERE matches_{p.id}) AS matches_{p.id}"
+        f",\n count(*) FILTER (WHERE matches_{p.id} AND succeeded) AS successes_{p.id}"
+        for p in patterns
+    )
+
+
+def pattern_count_unpivot(patterns: Sequence[Pattern]) -> str:
+    """The VALUES list turning those columns into one (id, total, successes) row per pattern."""
+    return ", ".join(f"('{p.id}', matches_{p.id}, successes_{p.id})" for p in patterns)
+
+
 def counts_sql(
     patterns: Sequence[Pattern],
     *,
@@ -82,12 +96,8 @@ def counts_sql(
     counts of the findings (service/stats/discovery_sql.py) to the same pass.
     """
     flags = "".join(f",\n coalesce(({p.condition}), false) AS matches_{p.id}" for p in patterns)
-    per_pattern = "".join(
-        f",\n count(*) FILTER (WHERE matches_{p.id}) AS matches_{p.id}"
-        f",\n count(*) FILTER (WHERE matches_{p.id} AND succeeded) AS successes_{p.id}"
-        for p in patterns
-    )
-    unpivot = ", ".join(f"('{p.id}', matches_{p.id}, successes_{p.id})" for p in patterns)
+    per_pattern = pattern_count_columns(patterns)
+    unpivot = pattern_count_unpivot(patterns)
     pattern_rows = (
         f"""
         SELECT program, '{PATTERN}', to_jsonb(p.id), p.total, p.successes

@@ -23,7 +23,7 @@ from service.stats.discovery_sql import (
     VALUE_DIMENSIONS,
 )
 from service.stats.patterns import Pattern
-from service.stats.query import ALL, DIMENSIONS, JOBS, PATTERN
+from service.stats.query import ALL, DIMENSIONS, JOBS, PATTERN, pattern_count_columns, pattern_count_unpivot
 
 NAME_FAMILY = "name_family"
 # As attempt_facts.name_family (migration 0002).
@@ -180,12 +180,8 @@ def rollup_sql(
     """One statement: count the facts of `facts_from` and add them to every rollup table (a rebuild fills emptied
     tables, keeping only the values REBUILD_MIN_VALUE_ATTEMPTS attempts have)."""
     sets = _sets()
-    per_pattern = "".join(
-        f",\n count(*) FILTER (WHERE matches_{p.id}) AS matches_{p.id}"
-        f",\n count(*) FILTER (WHERE matches_{p.id} AND succeeded) AS successes_{p.id}"
-        for p in patterns
-    )
-    unpivot = ", ".join(f"('{p.id}', matches_{p.id}, successes_{p.id})" for p in patterns)
+    per_pattern = pattern_count_columns(patterns)
+    unpivot = pattern_count_unpivot(patterns)
     pattern_rows = (
         f"""
         SELECT {NAME_FAMILY}, program, '{PATTERN}', to_jsonb(p.id), p.total, p.successes
